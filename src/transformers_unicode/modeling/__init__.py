@@ -1,0 +1,20 @@
+from .configuration_unicode import UniCodeVisualTokenizerConfig
+from .llm_utils import default_visual_ids, embedded_llm_location, input_embedding_table, load_llm
+from .modeling_visual_tokenizer import (
+    UniCodeAttentionProjection,
+    UniCodePatchDiscriminator,
+    UniCodeVisualTokenizer,
+    UniCodeVisualTokenizerEncoderOutput,
+    UniCodeVisualTokenizerOutput,
+    UniCodeVisualTokenizerPreTrainedModel,
+)
+from .quantization_unicode import (
+    HierarchicalQuantizer,
+    MultiCodebookQuantizer,
+    ResidualQuantizer,
+    UniCodeQuantizer,
+    UnifiedCodebook,
+    VectorQuantizer,
+    build_quantizer,
+    nearest_code_search,
+)

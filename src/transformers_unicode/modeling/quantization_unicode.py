@@ -1,0 +1,545 @@
+"""Quantization into an LLM's own token-embedding table.
+
+The visual codebook of UniCode is a copy of (a subset of) the rows of a causal LM's input-embedding
+table. A code is therefore an ordinary LLM token id: the quantizers below return ids, never private
+row indices, and `embed(codes)` maps ids back to vectors. Layout of this file, top to bottom:
+
+1. `nearest_code_search`: the hot path (Eq. 1), tiled so it never builds the N x V distance matrix.
+2. `UnifiedCodebook`: the rows, their EMA statistics (Eq. 2), the pull toward the LLM table (Eq. 3),
+   dead-code restarts and health statistics.
+3. The quantizers VQ / RQ / HQ / MCQ behind one interface: `quantize(z) -> (quantized, codes, losses)`
+   and `embed(codes) -> quantized`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+# A tile of the score matrix holds at most this many floats (64 MiB in fp32). Measured on 2 cores:
+# tiles of ~4096 queries x ~4096 codes keep the GEMM at full speed while the tile stays cache-friendly,
+# and the memory a search needs is one tile whatever N is.
+DEFAULT_TILE_ELEMENTS = 1 << 24
+DEFAULT_TILE_ROWS = 4096
+
+
+def nearest_code_search(
+    queries: torch.Tensor,
+    codebook: torch.Tensor,
+    half_sq_norms: torch.Tensor | None = None,
+    tile_elements: int = DEFAULT_TILE_ELEMENTS,
+    tile_rows: int = DEFAULT_TILE_ROWS,
+) -> torch.Tensor:
+    """Row index of the nearest codebook row for every query (Eq. 1), exactly as brute force would.
+
+    argmin_k ||x - e_k||^2 = argmin_k (0.5 ||e_k||^2 - x . e_k), so one `addmm` per tile computes the
+    scores with the code norms folded in, and a running minimum merges the tiles. Peak extra memory is
+    one tile (`tile_elements` floats), flat in the number of queries.
+
+    Args:
+        queries (`torch.Tensor` of shape `(N, c)`): vectors to quantize.
+        codebook (`torch.Tensor` of shape `(K, c)`): candidate rows.
+        half_sq_norms (`torch.Tensor` of shape `(K,)`, *optional*): `0.5 * ||e_k||^2`, precomputed by the
+            caller when the codebook is searched many times between updates.
+    Returns:
+        `torch.LongTensor` of shape `(N,)`: row indices into `codebook`.
+    """
+    if queries.dim() != 2 or codebook.dim() != 2 or queries.shape[1] != codebook.shape[1]:
+        raise ValueError(
+            f"nearest_code_search needs queries (N, c) and codebook (K, c) of the same c; got "
+            f"{tuple(queries.shape)} and {tuple(codebook.shape)}."
+        )
+    queries = queries.detach()
+    codebook = codebook.detach().to(queries.dtype)
+    if half_sq_norms is None:
+        half_sq_norms = 0.5 * codebook.pow(2).sum(dim=1)
+    half_sq_norms = half_sq_norms.to(queries.dtype)
+    num_queries, num_codes = queries.shape[0], codebook.shape[0]
+    rows = max(1, min(num_queries, tile_rows))
+    cols = max(1, min(num_codes, tile_elements // rows))
+    indices = torch.empty(num_queries, dtype=torch.long, device=queries.device)
+    if num_queries == 0:
+        return indices
+    tile = queries.new_empty(rows, cols)
+    for start in range(0, num_queries, rows):
+        block = queries[start : start + rows]
+        best_value = best_index = None
+        for code_start in range(0, num_codes, cols):
+            code_end = min(code_start + cols, num_codes)
+            scores = tile[: block.shape[0], : code_end - code_start]
+            # scores = 0.5 ||e||^2 - x . e   (rows, cols), written into the reused tile
+            torch.addmm(half_sq_norms[code_start:code_end], block, codebook[code_start:code_end].T,
+                        beta=1, alpha=-1, out=scores)
+            value, index = scores.min(dim=1)
+            if best_value is None:
+                best_value, best_index = value, index
+            else:
+                # strict "<" keeps the first minimum, as torch.argmin over the full row would
+                better = value < best_value
+                best_value = torch.where(better, value, best_value)
+                best_index = torch.where(better, index + code_start, best_index)
+        indices[start : start + block.shape[0]] = best_index
+    return indices
+
+
+def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over data-parallel processes; a no-op when torch.distributed is not running."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def _broadcast_from_rank0(tensor: torch.Tensor) -> torch.Tensor:
+    """Make a random choice identical on every rank (rank 0 decides)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast(tensor, src=0)
+    return tensor
+
+
+class UnifiedCodebook(nn.Module):
+    """The visual copy of an LLM's embedding rows, indexed by LLM token id.
+
+    Row `k` of `embedding` is the visual code for LLM id `visual_ids[k]`. The rows are not trained by
+    gradients: in training mode every quantizer call updates them by exponential moving average of
+    the encoder outputs that chose them (Eq. 2), and `pull_toward_llm` moves them toward `llm_embedding`,
+    the frozen LLM rows they started from (Eq. 3).
+
+    MCQ splits the embedding dimensions into `num_groups` slices that are searched and updated
+    independently, so the EMA counts are kept per group: `cluster_size` is `(num_groups, K)`.
+
+    All state is in buffers, so it is saved in `model.safetensors` and restored on resume; the EMA
+    statistics are all-reduced across processes before they are applied.
+
+    Args:
+        llm_embedding (`torch.Tensor` of shape `(K, c)`): the LLM table rows for `visual_ids`.
+        visual_ids (`torch.LongTensor` of shape `(K,)`): the LLM ids that are visual codes, strictly increasing.
+        vocab_size (`int`): size of the LLM vocabulary, to validate ids.
+        num_groups (`int`): dimension slices searched independently (1 except for MCQ).
+        decay (`float`): the EMA decay gamma of Eq. 2.
+        dead_code_threshold (`float`): a code whose EMA count falls below this is restarted from a
+            random encoder output of the current batch; 0 disables restarts.
+        usage_window (`int`): steps over which `health()` counts the codes in use.
+    """
+
+    def __init__(
+        self,
+        llm_embedding: torch.Tensor,
+        visual_ids: torch.Tensor,
+        vocab_size: int,
+        num_groups: int = 1,
+        decay: float = 0.99,
+        dead_code_threshold: float = 0.0,
+        usage_window: int = 100,
+        eps: float = 1e-5,
+    ):
+        super().__init__()
+        visual_ids = torch.as_tensor(visual_ids, dtype=torch.long).flatten()
+        validate_visual_ids(visual_ids, vocab_size)
+        if llm_embedding.dim() != 2 or llm_embedding.shape[0] != visual_ids.numel():
+            raise ValueError(
+                f"llm_embedding must be (len(visual_ids), c) = ({visual_ids.numel()}, c); got "
+                f"{tuple(llm_embedding.shape)}."
+            )
+        dim = llm_embedding.shape[1]
+        if dim % num_groups:
+            raise ValueError(f"The embedding dimension {dim} is not divisible into {num_groups} groups.")
+        self.vocab_size = vocab_size
+        self.num_groups = num_groups
+        self.decay = decay
+        self.dead_code_threshold = dead_code_threshold
+        self.usage_window = usage_window
+        self.eps = eps
+        # EMA updates are switched off by the frozen mode of CodebookSyncCallback.
+        self.ema_enabled = True
+        llm_embedding = llm_embedding.detach().float().clone()
+        num_codes = visual_ids.numel()
+        self.register_buffer("visual_ids", visual_ids.clone())
+        self.register_buffer("llm_embedding", llm_embedding)
+        self.register_buffer("embedding", llm_embedding.clone())
+        self.register_buffer("cluster_size", torch.ones(num_groups, num_codes))
+        self.register_buffer("embed_sum", llm_embedding.clone())
+        # Window counters for health(); not worth saving.
+        self.register_buffer("usage_counts", torch.zeros(num_groups, num_codes), persistent=False)
+        self.register_buffer("window_steps", torch.zeros((), dtype=torch.long), persistent=False)
+
+    @property
+    def num_codes(self) -> int:
+        return self.visual_ids.numel()
+
+    @property
+    def dim(self) -> int:
+        return self.embedding.shape[1]
+
+    @property
+    def group_dim(self) -> int:
+        return self.dim // self.num_groups
+
+    def group_slice(self, group: int) -> slice:
+        return slice(group * self.group_dim, (group + 1) * self.group_dim)
+
+    # ---- ids <-> rows -------------------------------------------------------------------------
+    def rows_of(self, codes: torch.Tensor) -> torch.Tensor:
+        """Row indices of LLM ids; a clear error when an id is not a visual code."""
+        # visual_ids is sorted, so a binary search finds the row; no vocab-sized map to keep in sync.
+        codes = codes.long()
+        rows = torch.searchsorted(self.visual_ids, codes.contiguous()).clamp_(max=self.num_codes - 1)
+        bad = self.visual_ids[rows] != codes
+        if not bad.any():
+            return rows
+        examples = codes[bad].unique()[:5].tolist()
+        raise ValueError(
+            f"{int(bad.sum())} code(s) are not visual ids of this codebook (e.g. {examples}); codes must be "
+            f"LLM token ids among the {self.num_codes} visual ids (see `visual_ids`)."
+        )
+
+    def lookup(self, codes: torch.Tensor, group: int | None = None) -> torch.Tensor:
+        """Embedding rows (or one group's slice of them) for LLM ids of any shape."""
+        rows = self.rows_of(codes)
+        table = self.embedding if group is None else self.embedding[:, self.group_slice(group)]
+        return F.embedding(rows, table)
+
+    # ---- search and EMA -----------------------------------------------------------------------
+    def search(self, z: torch.Tensor, group: int | None = None) -> torch.Tensor:
+        """Row indices of the nearest codes for `z` (N, c or c/num_groups)."""
+        table = self.embedding if group is None else self.embedding[:, self.group_slice(group)]
+        return nearest_code_search(z, table)
+
+    @torch.no_grad()
+    def update(self, z: torch.Tensor, rows: torch.Tensor, group: int = 0) -> None:
+        """Accumulate one batch into the EMA statistics of Eq. 2 and recompute the moved rows.
+
+        N_k <- gamma N_k + (1 - gamma) sum_i 1[M_i = k];  m_k <- gamma m_k + (1 - gamma) sum_i 1[M_i = k] z_i;
+        e_k <- m_k / N_k. Counts and sums are all-reduced first, so every replica applies the same update.
+        """
+        z = z.detach().float()
+        cols = self.group_slice(group) if self.num_groups > 1 else slice(None)
+        counts = torch.bincount(rows, minlength=self.num_codes).float()
+        sums = torch.zeros(self.num_codes, z.shape[1], device=z.device).index_add_(0, rows, z)
+        stats = _all_reduce_sum(torch.cat([counts[:, None], sums], dim=1))
+        counts, sums = stats[:, 0], stats[:, 1:]
+        self.usage_counts[group] += counts
+        if not (self.training and self.ema_enabled):
+            return
+        gamma = self.decay
+        self.cluster_size[group].mul_(gamma).add_(counts, alpha=1 - gamma)
+        self.embed_sum[:, cols].mul_(gamma).add_(sums, alpha=1 - gamma)
+        # A code that has (almost) never been chosen keeps its row: dividing two vanishing numbers would
+        # only add noise, and its row should stay what the pull toward the LLM table made it.
+        live = self.cluster_size[group] > self.eps
+        self.embedding[live, cols] = self.embed_sum[live, cols] / self.cluster_size[group, live, None]
+        if self.dead_code_threshold > 0:
+            self._restart_dead_codes(z, group, cols)
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, z: torch.Tensor, group: int, cols: slice) -> None:
+        """Move codes whose EMA count fell below the threshold onto random encoder outputs.
+
+        Rank 0 draws the replacement vectors and broadcasts them, so the replicas stay identical.
+        """
+        dead = self.cluster_size[group] < self.dead_code_threshold
+        num_dead = int(dead.sum())
+        if num_dead == 0 or z.shape[0] == 0:
+            return
+        picks = torch.randint(0, z.shape[0], (num_dead,), device=z.device)
+        replacement = _broadcast_from_rank0(z[picks].contiguous())
+        self.embedding[dead, cols] = replacement
+        self.embed_sum[dead, cols] = replacement
+        self.cluster_size[group, dead] = 1.0
+
+    @torch.no_grad()
+    def pull_toward(self, target: torch.Tensor, decay: float) -> None:
+        """Eq. 3: C <- gamma C + (1 - gamma) target; the EMA sums follow so the move persists."""
+        self.embedding.mul_(decay).add_(target.to(self.embedding), alpha=1 - decay)
+        self._resync_sums()
+
+    @torch.no_grad()
+    def set_embedding(self, values: torch.Tensor) -> None:
+        self.embedding.copy_(values)
+        self._resync_sums()
+
+    def _resync_sums(self) -> None:
+        for group in range(self.num_groups):
+            cols = self.group_slice(group)
+            self.embed_sum[:, cols] = self.embedding[:, cols] * self.cluster_size[group, :, None]
+
+    # ---- health ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step_window(self) -> None:
+        """Advance the usage window by one training step (called once per optimizer step)."""
+        self.window_steps += 1
+
+    @torch.no_grad()
+    def health(self, reset: bool = True) -> dict[str, float]:
+        """Codebook statistics worth logging: usage over the window, perplexity, dead codes, drift.
+
+        - `codebook/usage`: fraction of the visual ids chosen at least once in the window.
+        - `codebook/perplexity`: exp(entropy) of the code distribution in the window (K is the best).
+        - `codebook/dead_codes`: codes whose EMA count is below the restart threshold (or ~0).
+        - `codebook/llm_distance`: mean L2 distance between visual rows and the LLM rows.
+        """
+        counts = self.usage_counts.sum(dim=0)
+        total = counts.sum()
+        if total > 0:
+            probs = counts / total
+            entropy = -(probs[probs > 0] * probs[probs > 0].log()).sum()
+            perplexity = float(entropy.exp())
+        else:
+            perplexity = 0.0
+        threshold = self.dead_code_threshold if self.dead_code_threshold > 0 else 1e-3
+        stats = {
+            "codebook/usage": float((counts > 0).float().mean()),
+            "codebook/perplexity": perplexity,
+            "codebook/dead_codes": float((self.cluster_size.min(dim=0).values < threshold).sum()),
+            "codebook/llm_distance": float((self.embedding - self.llm_embedding).norm(dim=1).mean()),
+        }
+        if reset:
+            self.usage_counts.zero_()
+            self.window_steps.zero_()
+        return stats
+
+
+def validate_visual_ids(visual_ids: torch.Tensor, vocab_size: int) -> None:
+    """Visual ids must be a non-empty, strictly increasing set of ids inside the LLM vocabulary."""
+    if visual_ids.numel() == 0:
+        raise ValueError("The set of visual ids is empty: give at least one LLM token id to use as a code.")
+    if visual_ids.is_meta:  # placeholder built by from_pretrained; the real ids arrive with the weights
+        return
+    low, high = int(visual_ids.min()), int(visual_ids.max())
+    if low < 0 or high >= vocab_size:
+        raise ValueError(
+            f"Visual ids must lie in the LLM vocabulary [0, {vocab_size}); got ids from {low} to {high}."
+        )
+    if visual_ids.numel() > 1 and not bool((visual_ids[1:] > visual_ids[:-1]).all()):
+        raise ValueError("Visual ids must be strictly increasing (sorted, no duplicates).")
+
+
+# ------------------------------------------------------------------------------------------------
+# Quantizers
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class QuantizerLosses:
+    """Commitment loss ||z - sg(zq)||^2, averaged over levels; the codebook itself learns by EMA."""
+
+    commitment: torch.Tensor
+
+
+def _check_features(z: torch.Tensor, dim: int) -> None:
+    if z.dim() != 4 or z.shape[-1] != dim:
+        raise ValueError(f"Quantizers take features (B, h, w, {dim}); got {tuple(z.shape)}.")
+    if not torch.isfinite(z).all():
+        raise ValueError(
+            "The encoder produced NaN or infinite features; lower the learning rate or check the input "
+            "images for NaN values."
+        )
+
+
+def _straight_through(z: torch.Tensor, zq: torch.Tensor) -> torch.Tensor:
+    return z + (zq - z).detach()
+
+
+class UniCodeQuantizer(nn.Module):
+    """Interface shared by the quantizers: LLM ids in, LLM ids out.
+
+    `codes_per_position` (D) is how many ids one position of the code map carries and
+    `spatial_factor` how much finer the feature map is than the code map (2 for HQ's bottom level).
+    """
+
+    codes_per_position: int = 1
+    spatial_factor: int = 1
+
+    def __init__(self, codebook: UnifiedCodebook):
+        super().__init__()
+        self.codebook = codebook
+
+    def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, QuantizerLosses]:
+        raise NotImplementedError
+
+    def embed(self, codes: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def aggregate(self, codes: torch.Tensor) -> torch.Tensor:
+        """F: one vector per code-map position from its D codes, as the LLM reads it (B, h, w, c)."""
+        raise NotImplementedError
+
+    def _check_codes(self, codes: torch.Tensor) -> None:
+        if codes.dim() != 4 or codes.shape[-1] != self.codes_per_position:
+            raise ValueError(
+                f"{type(self).__name__} codes are (B, h, w, {self.codes_per_position}) LLM ids; got "
+                f"{tuple(codes.shape)}."
+            )
+
+    def _quantize_level(self, z: torch.Tensor, group: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest codes for z (..., c'), EMA update in training; returns (zq, LLM ids)."""
+        flat = z.reshape(-1, z.shape[-1])
+        rows = self.codebook.search(flat, group)
+        self.codebook.update(flat, rows, group or 0)
+        table = self.codebook.embedding if group is None else self.codebook.embedding[:, self.codebook.group_slice(group)]
+        zq = F.embedding(rows, table).view_as(z)
+        return zq, self.codebook.visual_ids[rows].view(z.shape[:-1])
+
+
+class VectorQuantizer(UniCodeQuantizer):
+    """One code per position (D = 1): plain VQ against the unified codebook."""
+
+    def quantize(self, z):
+        _check_features(z, self.codebook.dim)
+        zq, codes = self._quantize_level(z)
+        losses = QuantizerLosses(commitment=F.mse_loss(z, zq.detach()))
+        return _straight_through(z, zq), codes.unsqueeze(-1), losses
+
+    def embed(self, codes):
+        self._check_codes(codes)
+        return self.codebook.lookup(codes[..., 0])
+
+    def aggregate(self, codes):
+        return self.embed(codes)
+
+
+class ResidualQuantizer(UniCodeQuantizer):
+    """RQ (Lee et al. 2022): code d quantizes what codes 1..d-1 left; F = sum of the D embeddings.
+
+    All depths share one codebook, as in RQ-VAE, so every code is the same kind of LLM id.
+    """
+
+    def __init__(self, codebook: UnifiedCodebook, depth: int = 4):
+        super().__init__(codebook)
+        if depth < 1:
+            raise ValueError(f"Residual depth must be >= 1; got {depth}.")
+        self.codes_per_position = depth
+
+    def quantize(self, z):
+        _check_features(z, self.codebook.dim)
+        residual, total = z, torch.zeros_like(z)
+        codes, commitment = [], 0.0
+        for _ in range(self.codes_per_position):
+            zq, level_codes = self._quantize_level(residual.detach())
+            total = total + zq
+            residual = residual - zq
+            codes.append(level_codes)
+            commitment = commitment + F.mse_loss(z, total.detach())
+        losses = QuantizerLosses(commitment=commitment / self.codes_per_position)
+        return _straight_through(z, total), torch.stack(codes, dim=-1), losses
+
+    def embed(self, codes):
+        self._check_codes(codes)
+        return self.codebook.lookup(codes).sum(dim=-2)
+
+    def aggregate(self, codes):
+        return self.embed(codes)
+
+
+class HierarchicalQuantizer(UniCodeQuantizer):
+    """HQ (You et al. 2022), two levels: a top map at the code-map size and a bottom map 2x finer.
+
+    The top level quantizes the 2x2-average of the features; the bottom level quantizes what the
+    upsampled top leaves at full resolution. Each top position owns its 2x2 block of bottom codes, so
+    a position carries D = 1 + 4 codes (8x8 top + 16x16 bottom = 320 codes, the paper's "2:320").
+    The decoder reads upsample(top) + bottom; the LLM reads F = e_top + mean(e_bottom of the block).
+    """
+
+    codes_per_position = 5
+    spatial_factor = 2
+
+    def quantize(self, z):
+        _check_features(z, self.codebook.dim)
+        batch, height, width, dim = z.shape
+        if height % 2 or width % 2:
+            raise ValueError(f"HQ needs an even feature map to pool 2x2; got {height}x{width}.")
+        top = z.view(batch, height // 2, 2, width // 2, 2, dim).mean(dim=(2, 4))
+        top_q, top_codes = self._quantize_level(top.detach())
+        top_up = top_q.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+        bottom_q, bottom_codes = self._quantize_level((z - top_up).detach())
+        total = top_up + bottom_q
+        commitment = 0.5 * (F.mse_loss(top, top_q.detach()) + F.mse_loss(z, total.detach()))
+        codes = torch.cat([top_codes.unsqueeze(-1), self._blocks(bottom_codes)], dim=-1)
+        return _straight_through(z, total), codes, QuantizerLosses(commitment=commitment)
+
+    @staticmethod
+    def _blocks(bottom: torch.Tensor) -> torch.Tensor:
+        """(B, 2h, 2w, ...) -> (B, h, w, 4, ...): each top position's 2x2 block, raster order."""
+        batch, height, width = bottom.shape[:3]
+        rest = bottom.shape[3:]
+        blocks = bottom.reshape(batch, height // 2, 2, width // 2, 2, *rest).transpose(2, 3)
+        return blocks.reshape(batch, height // 2, width // 2, 4, *rest)
+
+    @staticmethod
+    def _unblocks(blocks: torch.Tensor) -> torch.Tensor:
+        batch, height, width = blocks.shape[:3]
+        rest = blocks.shape[4:]
+        grid = blocks.reshape(batch, height, width, 2, 2, *rest).transpose(2, 3)
+        return grid.reshape(batch, 2 * height, 2 * width, *rest)
+
+    def embed(self, codes):
+        self._check_codes(codes)
+        top = self.codebook.lookup(codes[..., 0])
+        bottom = self._unblocks(self.codebook.lookup(codes[..., 1:]))
+        return top.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2) + bottom
+
+    def aggregate(self, codes):
+        self._check_codes(codes)
+        return self.codebook.lookup(codes[..., 0]) + self.codebook.lookup(codes[..., 1:]).mean(dim=-2)
+
+
+class MultiCodebookQuantizer(UniCodeQuantizer):
+    """MCQ (UniTok): the feature is cut into n chunks, chunk i quantized against dimension slice i of the
+    LLM rows; F = concatenation, so the aggregated vector is c-dimensional and made only of LLM values.
+    """
+
+    def __init__(self, codebook: UnifiedCodebook):
+        super().__init__(codebook)
+        self.codes_per_position = codebook.num_groups
+
+    def quantize(self, z):
+        _check_features(z, self.codebook.dim)
+        chunks, codes = [], []
+        for group, chunk in enumerate(z.chunk(self.codes_per_position, dim=-1)):
+            zq, group_codes = self._quantize_level(chunk.detach(), group)
+            chunks.append(zq)
+            codes.append(group_codes)
+        total = torch.cat(chunks, dim=-1)
+        losses = QuantizerLosses(commitment=F.mse_loss(z, total.detach()))
+        return _straight_through(z, total), torch.stack(codes, dim=-1), losses
+
+    def embed(self, codes):
+        self._check_codes(codes)
+        return torch.cat(
+            [self.codebook.lookup(codes[..., group], group) for group in range(self.codes_per_position)], dim=-1
+        )
+
+    def aggregate(self, codes):
+        return self.embed(codes)
+
+
+QUANTIZER_CLASSES = {
+    "vq": VectorQuantizer,
+    "rq": ResidualQuantizer,
+    "hq": HierarchicalQuantizer,
+    "mcq": MultiCodebookQuantizer,
+}
+
+
+def build_quantizer(kind: str, codebook: UnifiedCodebook, depth: int = 4) -> UniCodeQuantizer:
+    if kind not in QUANTIZER_CLASSES:
+        raise ValueError(f"Unknown quantizer {kind!r}; choose one of {sorted(QUANTIZER_CLASSES)}.")
+    if kind == "rq":
+        return ResidualQuantizer(codebook, depth=depth)
+    return QUANTIZER_CLASSES[kind](codebook)
+
+
+__all__ = [
+    "nearest_code_search",
+    "UnifiedCodebook",
+    "UniCodeQuantizer",
+    "VectorQuantizer",
+    "ResidualQuantizer",
+    "HierarchicalQuantizer",
+    "MultiCodebookQuantizer",
+    "build_quantizer",
+]
