@@ -39,7 +39,12 @@ def load_llm(path: str | os.PathLike, gguf_file: str | None = None, load_tokeniz
         path, gguf_file = os.path.split(os.path.abspath(path))
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     llm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs) if load_tokenizer else None
+    tokenizer = None
+    if load_tokenizer:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        except (OSError, ValueError) as error:  # a weights-only folder: special ids then come from the config
+            logger.warning("No tokenizer next to the LLM at %s (%s); using the config's special ids.", path, error)
     return llm, tokenizer
 
 

@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput, logging
 
 from .configuration_unicode import UniCodeVisualTokenizerConfig
-from .quantization_unicode import UnifiedCodebook, build_quantizer
+from .quantization_unicode import UnifiedCodebook, build_quantizer, validate_visual_ids
 
 logger = logging.get_logger(__name__)
 
@@ -130,7 +130,8 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
     >>> from transformers_unicode import UniCodeVisualTokenizer, UniCodeVisualTokenizerConfig
     >>> llm = LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64,
     ...                                    num_hidden_layers=1, num_attention_heads=2))
-    >>> config = UniCodeVisualTokenizerConfig(image_size=32, latent_size=4, block_out_channels=(16, 32, 32, 32))
+    >>> config = UniCodeVisualTokenizerConfig(image_size=32, latent_size=4, patch_size=2, block_out_channels=(16, 32, 32),
+    ...                                       norm_num_groups=8)
     >>> tokenizer = UniCodeVisualTokenizer.from_llm(llm, config)
     >>> codes = tokenizer.encode(torch.rand(2, 3, 32, 32) * 2 - 1).codes   # (2, 4, 4, 4) LLM ids
     >>> pixels = tokenizer.decode(codes)                                     # (2, 3, 32, 32) in [-1, 1]
@@ -140,8 +141,11 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
     def __init__(self, config: UniCodeVisualTokenizerConfig):
         super().__init__(config)
         channels = tuple(config.block_out_channels)
+        patch_channels = config.num_channels * config.patch_size**2
+        self.patchify = nn.PixelUnshuffle(config.patch_size)
+        self.unpatchify = nn.PixelShuffle(config.patch_size)
         self.encoder = Encoder(
-            in_channels=config.num_channels,
+            in_channels=patch_channels,
             out_channels=channels[-1],
             down_block_types=("DownEncoderBlock2D",) * len(channels),
             block_out_channels=channels,
@@ -152,7 +156,7 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
         )
         self.decoder = Decoder(
             in_channels=channels[-1],
-            out_channels=config.num_channels,
+            out_channels=patch_channels,
             up_block_types=("UpDecoderBlock2D",) * len(channels),
             block_out_channels=channels,
             layers_per_block=config.layers_per_block,
@@ -227,6 +231,7 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
             requested = min(config.num_visual_codes, vocab_size) if config.num_visual_codes else vocab_size
             visual_ids = default_visual_ids(vocab_size, special_ids, requested)
         visual_ids = torch.as_tensor(list(visual_ids), dtype=torch.long)
+        validate_visual_ids(visual_ids, vocab_size)
         config_dict = config.to_dict()
         config_dict.update(embedding_dim=embedding_dim, vocab_size=vocab_size, num_visual_codes=visual_ids.numel())
         for key in ("model_type", "transformers_version"):
@@ -249,7 +254,6 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
             num_groups=config.num_groups,
             decay=config.codebook_decay,
             dead_code_threshold=config.dead_code_threshold,
-            usage_window=config.usage_window,
         )
 
     @torch.no_grad()
@@ -283,7 +287,7 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
             raise ValueError("pixel_values contains NaN or infinite values.")
 
     def _features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        hidden = self.quant_proj(self.encoder(pixel_values))  # (B, c, h', w')
+        hidden = self.quant_proj(self.encoder(self.patchify(pixel_values)))  # (B, c, h', w')
         hidden = hidden.permute(0, 2, 3, 1)  # (B, h', w', c)
         if self.config.latent_normalization:
             hidden = F.layer_norm(hidden, hidden.shape[-1:]) * self.latent_std + self.latent_mean
@@ -304,7 +308,7 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
 
     def decode_quantized(self, quantized: torch.Tensor) -> torch.Tensor:
         """Quantized features `(B, c, h', w')` -> pixels (unclamped, for training)."""
-        return self.decoder(self.post_quant_proj(quantized))
+        return self.unpatchify(self.decoder(self.post_quant_proj(quantized)))
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """LLM token ids `(B, h, w, D)` -> pixels in [-1, 1] `(B, 3, H, W)`."""

@@ -57,7 +57,7 @@ def nearest_code_search(
     queries = queries.detach()
     codebook = codebook.detach().to(queries.dtype)
     if half_sq_norms is None:
-        half_sq_norms = 0.5 * codebook.pow(2).sum(dim=1)
+        half_sq_norms = half_squared_norms(codebook)
     half_sq_norms = half_sq_norms.to(queries.dtype)
     num_queries, num_codes = queries.shape[0], codebook.shape[0]
     rows = max(1, min(num_queries, tile_rows))
@@ -85,6 +85,11 @@ def nearest_code_search(
                 best_index = torch.where(better, index + code_start, best_index)
         indices[start : start + block.shape[0]] = best_index
     return indices
+
+
+def half_squared_norms(codebook: torch.Tensor) -> torch.Tensor:
+    """0.5 * ||e_k||^2 per row, without a codebook-sized temporary."""
+    return torch.linalg.vector_norm(codebook, dim=1).square_().mul_(0.5)
 
 
 def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
@@ -123,7 +128,6 @@ class UnifiedCodebook(nn.Module):
         decay (`float`): the EMA decay gamma of Eq. 2.
         dead_code_threshold (`float`): a code whose EMA count falls below this is restarted from a
             random encoder output of the current batch; 0 disables restarts.
-        usage_window (`int`): steps over which `health()` counts the codes in use.
     """
 
     def __init__(
@@ -134,7 +138,6 @@ class UnifiedCodebook(nn.Module):
         num_groups: int = 1,
         decay: float = 0.99,
         dead_code_threshold: float = 0.0,
-        usage_window: int = 100,
         eps: float = 1e-5,
     ):
         super().__init__()
@@ -152,10 +155,10 @@ class UnifiedCodebook(nn.Module):
         self.num_groups = num_groups
         self.decay = decay
         self.dead_code_threshold = dead_code_threshold
-        self.usage_window = usage_window
         self.eps = eps
         # EMA updates are switched off by the frozen mode of CodebookSyncCallback.
         self.ema_enabled = True
+        self._norm_cache = None
         llm_embedding = llm_embedding.detach().float().clone()
         num_codes = visual_ids.numel()
         self.register_buffer("visual_ids", visual_ids.clone())
@@ -163,9 +166,8 @@ class UnifiedCodebook(nn.Module):
         self.register_buffer("embedding", llm_embedding.clone())
         self.register_buffer("cluster_size", torch.ones(num_groups, num_codes))
         self.register_buffer("embed_sum", llm_embedding.clone())
-        # Window counters for health(); not worth saving.
+        # Codes chosen since the last health() call (the logging window); not worth saving.
         self.register_buffer("usage_counts", torch.zeros(num_groups, num_codes), persistent=False)
-        self.register_buffer("window_steps", torch.zeros((), dtype=torch.long), persistent=False)
 
     @property
     def num_codes(self) -> int:
@@ -207,7 +209,12 @@ class UnifiedCodebook(nn.Module):
     def search(self, z: torch.Tensor, group: int | None = None) -> torch.Tensor:
         """Row indices of the nearest codes for `z` (N, c or c/num_groups)."""
         table = self.embedding if group is None else self.embedding[:, self.group_slice(group)]
-        return nearest_code_search(z, table)
+        # The norms change only when the rows do; torch bumps a tensor's version on every in-place write,
+        # so the cache is keyed on it (RQ searches the same rows D times per step in eval).
+        key = (group, self.embedding._version, self.embedding.data_ptr())
+        if self._norm_cache is None or self._norm_cache[0] != key:
+            self._norm_cache = (key, half_squared_norms(table))
+        return nearest_code_search(z, table, self._norm_cache[1])
 
     @torch.no_grad()
     def update(self, z: torch.Tensor, rows: torch.Tensor, group: int = 0) -> None:
@@ -269,13 +276,10 @@ class UnifiedCodebook(nn.Module):
 
     # ---- health ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def step_window(self) -> None:
-        """Advance the usage window by one training step (called once per optimizer step)."""
-        self.window_steps += 1
-
-    @torch.no_grad()
     def health(self, reset: bool = True) -> dict[str, float]:
         """Codebook statistics worth logging: usage over the window, perplexity, dead codes, drift.
+
+        The window is everything quantized since the previous call with `reset=True`.
 
         - `codebook/usage`: fraction of the visual ids chosen at least once in the window.
         - `codebook/perplexity`: exp(entropy) of the code distribution in the window (K is the best).
@@ -299,7 +303,6 @@ class UnifiedCodebook(nn.Module):
         }
         if reset:
             self.usage_counts.zero_()
-            self.window_steps.zero_()
         return stats
 
 

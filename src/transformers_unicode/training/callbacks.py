@@ -1,1 +1,128 @@
-class CodebookSyncCallback: pass
+"""Language-driven iterative codebook training as a `transformers.TrainerCallback`."""
+
+from __future__ import annotations
+
+import torch
+from accelerate.utils import extract_model_from_parallel
+from transformers import TrainerCallback
+from transformers.utils import logging
+
+from ..modeling.llm_utils import gathered
+from ..modeling.quantization_unicode import UnifiedCodebook
+
+logger = logging.get_logger(__name__)
+
+CODEBOOK_MODES = ("iter", "frozen", "dual")
+
+
+def find_codebook(model: torch.nn.Module) -> UnifiedCodebook:
+    """The unified codebook inside a (possibly accelerate/DDP-wrapped) model."""
+    model = extract_model_from_parallel(model)
+    for module in model.modules():
+        if isinstance(module, UnifiedCodebook):
+            return module
+    raise ValueError(
+        f"{type(model).__name__} has no UnifiedCodebook; CodebookSyncCallback needs a model that contains a "
+        "UniCodeVisualTokenizer."
+    )
+
+
+class CodebookSyncCallback(TrainerCallback):
+    r"""
+    Keeps the visual codebook C tied to the LLM's embedding table C_L during training (UniCode, Stage I).
+
+    Between syncs the codebook follows the encoder by exponential moving average (done by the quantizer
+    in every training forward, Eq. 2):
+
+        N_k <- gamma N_k + (1 - gamma) sum_i 1[M_i = k]
+        m_k <- gamma m_k + (1 - gamma) sum_i 1[M_i = k] z_i,        e_k <- m_k / N_k
+
+    and every `sync_every` optimizer steps this callback applies, by `mode`:
+
+    - `"iter"` (the paper's): C <- decay * C + (1 - decay) * C_L          (Eq. 3)
+    - `"frozen"`: C = C_L at all times; the EMA is switched off.
+    - `"dual"`: C and C_L are swapped: the tokenizer's codebook overwrites the LLM's rows and vice versa
+      (the paper's ablation, in which the LLM's language ability collapses).
+
+    C_L is read from `llm` when one is given (a live `PreTrainedModel` or embedding module; gathered under
+    DeepSpeed ZeRO-3, and edited under `GatheredParameters(modifier_rank=0)` in dual mode); otherwise from
+    the frozen copy of the LLM rows that the tokenizer keeps (`codebook.llm_embedding`), which is the
+    Stage I case where the LLM itself is not being trained.
+
+    Args:
+        mode (`str`, *optional*, defaults to `"iter"`): `"iter"`, `"frozen"` or `"dual"`.
+        sync_every (`int`, *optional*, defaults to 50): T, optimizer steps between syncs.
+        decay (`float`, *optional*, defaults to 0.99): gamma of Eq. 3.
+        llm (`torch.nn.Module`, *optional*): the live LLM whose input-embedding table is C_L.
+
+    Example:
+
+    ```python
+    >>> from transformers import Trainer
+    >>> from transformers_unicode import CodebookSyncCallback
+    >>> trainer = Trainer(model=visual_tokenizer, args=args, train_dataset=images,
+    ...                   callbacks=[CodebookSyncCallback(mode="iter", sync_every=50, decay=0.99)])
+    ```
+    """
+
+    def __init__(self, mode: str = "iter", sync_every: int = 50, decay: float = 0.99, llm: torch.nn.Module | None = None):
+        if mode not in CODEBOOK_MODES:
+            raise ValueError(f"mode must be one of {CODEBOOK_MODES}; got {mode!r}.")
+        if sync_every < 1:
+            raise ValueError(f"sync_every must be a positive number of steps; got {sync_every}.")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1); got {decay}.")
+        self.mode = mode
+        self.sync_every = sync_every
+        self.decay = decay
+        self.llm = llm
+
+    # ---- C_L: a live LLM table, or the tokenizer's own frozen copy ---------------------------------
+    def _llm_weight(self) -> torch.Tensor | None:
+        if self.llm is None:
+            return None
+        embeddings = self.llm.get_input_embeddings() if hasattr(self.llm, "get_input_embeddings") else self.llm
+        return embeddings.weight
+
+    @torch.no_grad()
+    def _read_target(self, codebook: UnifiedCodebook) -> torch.Tensor:
+        weight = self._llm_weight()
+        if weight is None:
+            return codebook.llm_embedding.clone()
+        with gathered(weight):
+            return weight[codebook.visual_ids.to(weight.device)].detach().float().to(codebook.embedding.device)
+
+    @torch.no_grad()
+    def _write_target(self, codebook: UnifiedCodebook, values: torch.Tensor) -> None:
+        weight = self._llm_weight()
+        if weight is None:
+            codebook.llm_embedding.copy_(values)
+            return
+        with gathered(weight, modifier_rank=0):
+            weight[codebook.visual_ids.to(weight.device)] = values.to(weight)
+
+    # ---- events --------------------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        codebook = find_codebook(model)
+        if self.mode == "frozen":
+            codebook.set_embedding(self._read_target(codebook))
+            codebook.ema_enabled = False
+        else:
+            codebook.ema_enabled = True
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.sync_every:
+            return
+        codebook = find_codebook(model)
+        target = self._read_target(codebook)
+        if self.mode == "iter":
+            codebook.pull_toward(target, self.decay)
+        elif self.mode == "frozen":
+            codebook.set_embedding(target)
+        else:  # dual
+            current = codebook.embedding.clone()
+            codebook.set_embedding(target)
+            self._write_target(codebook, current)
+
+
+__all__ = ["CodebookSyncCallback", "CODEBOOK_MODES", "find_codebook"]

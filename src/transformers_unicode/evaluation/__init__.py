@@ -1,0 +1,1 @@
+from .reconstruction import evaluate_reconstruction, psnr, ssim

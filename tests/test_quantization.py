@@ -1,0 +1,198 @@
+"""The nearest-code search, the unified codebook and the four quantizers, through their public API."""
+
+import pytest
+import torch
+from conftest import SPECIAL_IDS, VOCAB, tiny_llm, tiny_tokenizer
+
+from transformers_unicode import (
+    HierarchicalQuantizer,
+    MultiCodebookQuantizer,
+    ResidualQuantizer,
+    UnifiedCodebook,
+    VectorQuantizer,
+    nearest_code_search,
+)
+
+QUANTIZERS = ["vq", "rq", "hq", "mcq"]
+
+
+def brute_force(queries, codebook):
+    return torch.cdist(queries.double(), codebook.double()).argmin(dim=1)
+
+
+@pytest.mark.parametrize(
+    "num_queries,num_codes,dim,tile_elements,tile_rows",
+    [
+        (300, 257, 16, 1 << 24, 4096),  # one tile
+        (300, 257, 16, 1000, 37),  # many ragged tiles in both directions
+        (1, 5, 3, 4, 1),
+        (513, 1024, 64, 4096, 64),
+    ],
+)
+def test_search_equals_brute_force(num_queries, num_codes, dim, tile_elements, tile_rows):
+    generator = torch.Generator().manual_seed(num_queries + num_codes)
+    queries = torch.randn(num_queries, dim, generator=generator)
+    codebook = torch.randn(num_codes, dim, generator=generator)
+    ours = nearest_code_search(queries, codebook, tile_elements=tile_elements, tile_rows=tile_rows)
+    assert ours.dtype == torch.long and ours.shape == (num_queries,)
+    assert torch.equal(ours, brute_force(queries, codebook))
+
+
+def test_search_keeps_first_of_tied_codes_across_tiles():
+    codebook = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # rows 0 and 2 identical
+    queries = torch.tensor([[0.9, 0.1]])
+    assert nearest_code_search(queries, codebook, tile_elements=1, tile_rows=1).item() == 0
+
+
+def test_search_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="same c"):
+        nearest_code_search(torch.randn(4, 3), torch.randn(5, 4))
+
+
+def make_codebook(num_groups=1, decay=0.5, ids=None, dim=4):
+    ids = torch.tensor([3, 5, 9]) if ids is None else ids
+    table = torch.arange(ids.numel() * dim, dtype=torch.float32).view(ids.numel(), dim)
+    return UnifiedCodebook(table, ids, vocab_size=16, num_groups=num_groups, decay=decay)
+
+
+def test_ema_update_matches_hand_computation():
+    codebook = make_codebook(decay=0.5)  # rows e_0=[0,1,2,3], e_1=[4,5,6,7], e_2=[8,9,10,11]; N_k = 1
+    z = torch.tensor([[2.0, 2.0, 2.0, 2.0], [4.0, 4.0, 4.0, 4.0], [10.0, 10.0, 10.0, 10.0]])
+    rows = torch.tensor([0, 0, 2])
+    codebook.train()
+    codebook.update(z, rows)
+    # N_0 = .5*1 + .5*2 = 1.5, m_0 = .5*[0,1,2,3] + .5*([2,2,2,2]+[4,4,4,4]) = [3, 3.5, 4, 4.5]
+    assert torch.allclose(codebook.cluster_size[0], torch.tensor([1.5, 0.5, 1.0]))
+    assert torch.allclose(codebook.embedding[0], torch.tensor([3.0, 3.5, 4.0, 4.5]) / 1.5)
+    # unused code: N_1 = .5, m_1 = .5 * e_1 -> e_1 unchanged
+    assert torch.allclose(codebook.embedding[1], torch.tensor([4.0, 5.0, 6.0, 7.0]))
+    # N_2 = 1, m_2 = .5*[8,9,10,11] + .5*[10,10,10,10]
+    assert torch.allclose(codebook.embedding[2], torch.tensor([9.0, 9.5, 10.0, 10.5]))
+
+
+def test_ema_is_off_in_eval_and_frozen_mode():
+    codebook = make_codebook()
+    before = codebook.embedding.clone()
+    codebook.eval()
+    codebook.update(torch.ones(2, 4), torch.tensor([0, 1]))
+    codebook.train()
+    codebook.ema_enabled = False
+    codebook.update(torch.ones(2, 4), torch.tensor([0, 1]))
+    assert torch.equal(codebook.embedding, before)
+
+
+def test_pull_toward_table_is_eq3_and_persists_through_ema():
+    codebook = make_codebook(decay=0.9)
+    codebook.set_embedding(torch.zeros(3, 4))
+    codebook.pull_toward(codebook.llm_embedding, decay=0.75)
+    assert torch.allclose(codebook.embedding, 0.25 * codebook.llm_embedding)
+    # an EMA step with no data for a code leaves the pulled row where the pull put it
+    codebook.train()
+    codebook.update(torch.zeros(1, 4), torch.tensor([0]))
+    assert torch.allclose(codebook.embedding[1:], 0.25 * codebook.llm_embedding[1:])
+
+
+def test_dead_codes_restart_on_batch_vectors():
+    codebook = UnifiedCodebook(torch.zeros(3, 2), torch.tensor([1, 2, 3]), vocab_size=8, decay=0.5, dead_code_threshold=0.8)
+    codebook.train()
+    z = torch.tensor([[5.0, 5.0]])
+    codebook.update(z, torch.tensor([0]))  # codes 1 and 2 decay to N = 0.5 < 0.8: dead
+    assert torch.equal(codebook.embedding[1], z[0]) and torch.equal(codebook.embedding[2], z[0])
+    assert codebook.health()["codebook/dead_codes"] == 0
+
+
+def test_health_reports_usage_and_perplexity():
+    codebook = make_codebook()
+    codebook.eval()
+    codebook.update(torch.zeros(4, 4), torch.tensor([0, 0, 1, 1]))
+    stats = codebook.health()
+    assert stats["codebook/usage"] == pytest.approx(2 / 3)
+    assert stats["codebook/perplexity"] == pytest.approx(2.0)
+    assert stats["codebook/llm_distance"] == 0.0
+    assert codebook.health()["codebook/usage"] == 0.0  # the window was reset
+
+
+def test_lookup_rejects_ids_that_are_not_visual_codes():
+    codebook = make_codebook()
+    assert torch.equal(codebook.lookup(torch.tensor([9, 3])), codebook.embedding[[2, 0]])
+    for bad in ([4], [-1], [16], [3, 99]):
+        with pytest.raises(ValueError, match="not visual ids"):
+            codebook.lookup(torch.tensor(bad))
+
+
+@pytest.mark.parametrize("ids,match", [([], "empty"), ([3, 16], "vocabulary"), ([-1, 2], "vocabulary"), ([5, 3], "increasing")])
+def test_bad_visual_id_sets_are_refused(ids, match):
+    with pytest.raises(ValueError, match=match):
+        UnifiedCodebook(torch.zeros(len(ids), 4), torch.tensor(ids, dtype=torch.long), vocab_size=16)
+
+
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_embed_of_codes_equals_quantized_output(quantizer, pixels):
+    tokenizer = tiny_tokenizer(quantizer).eval()
+    encoded = tokenizer.encode(pixels)
+    assert torch.allclose(tokenizer.quantizer.embed(encoded.codes).permute(0, 3, 1, 2), encoded.quantized, atol=1e-5)
+
+
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_embed_equals_quantized_in_training_mode_too(quantizer):
+    """In training the EMA moves the rows after the search; quantize returns the rows it used."""
+    tokenizer = tiny_tokenizer(quantizer, num_visual_codes=16)
+    codebook = tokenizer.codebook
+    before = codebook.embedding.clone()
+    features = tokenizer._features(torch.rand(2, 3, 16, 16) * 2 - 1).detach()
+    quantized, codes, _ = tokenizer.quantizer.quantize(features)
+    assert not torch.equal(codebook.embedding, before), "the EMA should have moved some rows"
+    assert codes.shape[-1] == tokenizer.config.codes_per_position
+    assert quantized.shape == features.shape
+
+
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_codes_are_always_visual_ids(quantizer):
+    tokenizer = tiny_tokenizer(quantizer, num_visual_codes=40)
+    visual = set(tokenizer.codebook.visual_ids.tolist())
+    assert len(visual) == 40 and not visual & set(SPECIAL_IDS)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        codes = tokenizer(torch.rand(4, 3, 16, 16) * 2 - 1).codes
+        assert set(codes.unique().tolist()) <= visual
+        assert codes.min() >= 0 and codes.max() < VOCAB
+
+
+def test_residual_levels_refine_the_reconstruction_of_features():
+    llm = tiny_llm()
+    table = llm.get_input_embeddings().weight.detach()
+    codebook = UnifiedCodebook(table[3:], torch.arange(3, VOCAB), vocab_size=VOCAB)
+    # features of mixed content (sums of a few rows): every level has something left to explain
+    generator = torch.Generator().manual_seed(0)
+    picks = torch.randint(3, VOCAB, (32, 3), generator=generator)
+    features = table[picks].sum(dim=1).view(2, 4, 4, -1)
+    errors = []
+    for depth in (1, 2, 4):
+        quantized, codes, _ = ResidualQuantizer(codebook, depth=depth).eval().quantize(features)
+        errors.append(float((quantized - features).pow(2).mean()))
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_aggregation_rules():
+    codebook = UnifiedCodebook(torch.randn(10, 8), torch.arange(10, 20), vocab_size=32, num_groups=2)
+    codes = torch.tensor([[[[10, 11, 12, 13, 14]]]])
+    hq = HierarchicalQuantizer(codebook).aggregate(codes)
+    expected = codebook.embedding[0] + codebook.embedding[1:5].mean(dim=0)
+    assert torch.allclose(hq[0, 0, 0], expected)
+    mcq = MultiCodebookQuantizer(codebook).aggregate(codes[..., :2])
+    assert torch.allclose(mcq[0, 0, 0], torch.cat([codebook.embedding[0, :4], codebook.embedding[1, 4:]]))
+    rq = ResidualQuantizer(codebook, depth=3).aggregate(codes[..., :3])
+    assert torch.allclose(rq[0, 0, 0], codebook.embedding[:3].sum(dim=0))
+    vq = VectorQuantizer(codebook).aggregate(codes[..., :1])
+    assert torch.allclose(vq[0, 0, 0], codebook.embedding[0])
+
+
+def test_quantizers_reject_nan_features_and_wrong_shapes():
+    codebook = UnifiedCodebook(torch.randn(10, 8), torch.arange(10), vocab_size=10)
+    quantizer = VectorQuantizer(codebook)
+    with pytest.raises(ValueError, match="NaN"):
+        quantizer.quantize(torch.full((1, 2, 2, 8), float("nan")))
+    with pytest.raises(ValueError, match=r"\(B, h, w, 8\)"):
+        quantizer.quantize(torch.randn(1, 2, 2, 7))
+    with pytest.raises(ValueError, match="codes are"):
+        ResidualQuantizer(codebook, depth=2).embed(torch.zeros(1, 2, 2, 3, dtype=torch.long))
