@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import SPECIAL_IDS, VOCAB, tiny_llm, tiny_tokenizer, tiny_tokenizer_config
+from conftest import SPECIAL_IDS, VOCAB, tiny_tokenizer, tiny_tokenizer_config
 from transformers import AutoModel
 
 from transformers_unicode import UniCodeVisualTokenizer, UniCodeVisualTokenizerConfig
@@ -110,7 +110,7 @@ def test_adversarial_terms_move_each_network_only_through_its_own_loss(pixels):
     reconstruction = output.reconstruction.detach()
     _, disc_loss = tokenizer._adversarial_losses(reconstruction, pixels)
     disc_loss.backward()
-    for full, own in zip(total_disc_grad, tokenizer.discriminator.parameters()):
+    for full, own in zip(total_disc_grad, tokenizer.discriminator.parameters(), strict=True):
         assert torch.allclose(full, own.grad, atol=1e-6)
 
 

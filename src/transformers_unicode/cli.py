@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 EXAMPLES = {
@@ -41,7 +42,8 @@ def _train_tokenizer(argv: list[str]) -> int:
     else:
         model_args, trainer_args, extra = parser.parse_args_into_dataclasses(argv)
         resume = extra.resume
-    checkpoint = get_last_checkpoint(trainer_args.output_dir) if resume else None
+    output_dir = trainer_args.output_dir
+    checkpoint = get_last_checkpoint(output_dir) if resume and os.path.isdir(output_dir) else None
     if resume and checkpoint is None:
         print(f"error: --resume found no checkpoint in {trainer_args.output_dir}", file=sys.stderr)
         return 2
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[argv[0]](argv[1:])
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # bad input, missing files, unreachable hub: a message, not a trace
         print(f"error: {error}", file=sys.stderr)
         return 1
 

@@ -385,7 +385,7 @@ def _perceptual_distance(network, fake: torch.Tensor, real: torch.Tensor) -> tor
     fake_features, real_features = network(fake), network(real)
     if isinstance(fake_features, torch.Tensor):
         fake_features, real_features = [fake_features], [real_features]
-    return sum(F.mse_loss(f, r.detach()) for f, r in zip(fake_features, real_features)) / len(fake_features)
+    return sum(F.mse_loss(f, r.detach()) for f, r in zip(fake_features, real_features, strict=True)) / len(fake_features)
 
 
 __all__ = [

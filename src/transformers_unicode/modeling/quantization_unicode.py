@@ -13,7 +13,6 @@ row indices, and `embed(codes)` maps ids back to vectors. Layout of this file, t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch

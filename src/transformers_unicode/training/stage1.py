@@ -21,6 +21,7 @@ from ..evaluation.reconstruction import evaluate_reconstruction
 from ..modeling.configuration_unicode import UniCodeVisualTokenizerConfig
 from ..modeling.modeling_visual_tokenizer import UniCodeVisualTokenizer
 from .callbacks import CodebookSyncCallback, find_codebook
+from .checkpointing import AtomicCheckpointMixin
 from .io import atomic_write_json
 
 logger = logging.get_logger(__name__)
@@ -37,17 +38,17 @@ class TokenizerTrainingArguments:
     latent_size: int = field(default=8, metadata={"help": "Side of the code map."})
     quantizer: str = field(default="rq", metadata={"help": "vq, rq, hq or mcq."})
     codes_per_position: int = field(default=4, metadata={"help": "D: RQ depth or MCQ sub-codebooks."})
-    num_visual_codes: int = field(default=4096, metadata={"help": "LLM ids used as codes (evenly spaced; the vocabulary size for all)."})
+    num_visual_codes: int = field(default=2048, metadata={"help": "LLM ids used as codes (evenly spaced; the vocabulary size for all)."})
     patch_size: int = field(default=4, metadata={"help": "Pixels folded into channels before the encoder."})
-    block_out_channels: str = field(default="128,256", metadata={"help": "Encoder block widths, comma separated."})
+    block_out_channels: str = field(default="64,128", metadata={"help": "Encoder block widths, comma separated."})
     layers_per_block: int = field(default=1, metadata={"help": "ResNet layers per block."})
     projection: str = field(default="linear", metadata={"help": "linear or attention (UniTok)."})
-    latent_normalization: bool = field(default=True, metadata={"help": "Rescale encoder outputs to the table's statistics."})
+    latent_normalization: bool = field(default=False, metadata={"help": "Rescale encoder outputs to the table's statistics."})
     codebook_mode: str = field(default="iter", metadata={"help": "iter (Eq. 3 pull), frozen or dual."})
     sync_every: int = field(default=50, metadata={"help": "T: steps between pulls toward the LLM table."})
     sync_decay: float = field(default=0.99, metadata={"help": "gamma of Eq. 3."})
     codebook_decay: float = field(default=0.99, metadata={"help": "gamma of the EMA of Eq. 2."})
-    dead_code_threshold: float = field(default=0.0, metadata={"help": "EMA count under which a code is restarted; 0 = off."})
+    dead_code_threshold: float = field(default=1.0, metadata={"help": "EMA count under which a code is restarted; 0 = off."})
     commitment_weight: float = field(default=0.25, metadata={"help": "Weight of the commitment loss."})
     adversarial_weight: float = field(default=0.0, metadata={"help": "Patch-GAN loss weight; 0 = off."})
     train_limit: int | None = field(default=None, metadata={"help": "Use at most this many training images."})
@@ -79,7 +80,7 @@ class TokenizerTrainerArguments(TrainingArguments):
     """`TrainingArguments` with defaults that suit the tokenizer on a CPU machine (all overridable)."""
 
     output_dir: str | None = field(default="runs/tokenizer", metadata={"help": "Where checkpoints and the tokenizer go."})
-    max_steps: int = field(default=1200, metadata={"help": "Optimizer steps."})
+    max_steps: int = field(default=1000, metadata={"help": "Optimizer steps."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Images per step and device."})
     learning_rate: float = field(default=2e-3, metadata={"help": "AdamW learning rate."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
@@ -146,8 +147,9 @@ class PixelCollator:
         return {"pixel_values": pixels}
 
 
-class UniCodeTokenizerTrainer(Trainer):
-    """The HF Trainer, plus codebook health (usage, perplexity, dead codes, LLM distance) in every log."""
+class UniCodeTokenizerTrainer(AtomicCheckpointMixin, Trainer):
+    """The HF Trainer with atomic checkpoints, plus codebook health (usage, perplexity, dead codes,
+    distance to the LLM rows) in every training log."""
 
     def log(self, logs, *args, **kwargs):
         if "loss" in logs:  # training logs; the window is the logging interval
@@ -160,26 +162,36 @@ def train_tokenizer(
     training_args: TrainingArguments,
     resume_from_checkpoint: str | bool | None = None,
     llm=None,
+    callbacks=None,
+    trainer_out: dict | None = None,
 ) -> dict:
-    """Train a visual tokenizer; save it to `training_args.output_dir`; return held-out metrics."""
+    """Train a visual tokenizer; save it to `training_args.output_dir`; return held-out metrics.
+
+    `llm` skips loading `args.llm` (an already loaded model); `callbacks` are added to the Trainer;
+    `trainer_out`, a dict, receives the Trainer under "trainer" for callers that need its state.
+    """
     from ..modeling.llm_utils import load_llm
 
     started = time.time()
+    # Cheap checks first: a bad flag should fail in a second, not after the LLM has loaded.
+    config = args.tokenizer_config()
+    callback = CodebookSyncCallback(mode=args.codebook_mode, sync_every=args.sync_every, decay=args.sync_decay)
+    train_set = load_image_dataset(args.dataset, "train", args.image_size, args.train_limit)
+    eval_set = load_image_dataset(args.dataset, "test", args.image_size, args.eval_limit)
     if llm is None:
         logger.info("Loading the LLM whose embedding table is the codebook: %s", args.llm)
         llm, _ = load_llm(args.llm, gguf_file=args.gguf_file, load_tokenizer=False)
-    tokenizer = UniCodeVisualTokenizer.from_llm(llm, args.tokenizer_config())
+    tokenizer = UniCodeVisualTokenizer.from_llm(llm, config)
     del llm
-    train_set = load_image_dataset(args.dataset, "train", args.image_size, args.train_limit)
-    eval_set = load_image_dataset(args.dataset, "test", args.image_size, args.eval_limit)
-    callback = CodebookSyncCallback(mode=args.codebook_mode, sync_every=args.sync_every, decay=args.sync_decay)
     trainer = UniCodeTokenizerTrainer(
         model=tokenizer,
         args=training_args,
         train_dataset=train_set,
         data_collator=PixelCollator(args.image_size, args.horizontal_flip),
-        callbacks=[callback],
+        callbacks=[callback, *(callbacks or [])],
     )
+    if trainer_out is not None:
+        trainer_out["trainer"] = trainer
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     train_seconds = time.time() - started
     metrics = evaluate_reconstruction(tokenizer, images_to_pixels(eval_set["image"], args.image_size))

@@ -1,0 +1,49 @@
+"""The embedded default: SmolLM2-135M-Instruct's table as the codebook, OpenMoji images (slow)."""
+
+import pytest
+import torch
+
+from transformers_unicode import (
+    UniCodeVisualTokenizer,
+    load_llm,
+    load_openmoji,
+)
+from transformers_unicode.training.stage1 import TokenizerTrainingArguments, images_to_pixels
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return load_llm("embedded")
+
+
+def test_smollm2_table_is_the_unified_codebook(smollm2):
+    llm, tokenizer = smollm2
+    table = llm.get_input_embeddings().weight
+    assert tuple(table.shape) == (49152, 576)
+    visual = UniCodeVisualTokenizer.from_llm(llm, TokenizerTrainingArguments().tokenizer_config())
+    ids = visual.codebook.visual_ids
+    assert ids.numel() == 2048 and not set(ids.tolist()) & set(tokenizer.all_special_ids)
+    assert torch.equal(visual.codebook.embedding, table[ids].float())
+    # codes are SmolLM2 token ids: they detokenize to ordinary vocabulary pieces
+    images = load_openmoji("test", size=64, limit=4)
+    codes = visual.eval().encode(images_to_pixels(images["image"], 64)).codes
+    assert codes.shape == (4, 8, 8, 4)
+    assert set(codes.unique().tolist()) <= set(ids.tolist())
+    assert all(isinstance(piece, str) for piece in tokenizer.convert_ids_to_tokens(codes[0, 0, 0].tolist()))
+
+
+def test_a_few_training_steps_on_openmoji(smollm2):
+    llm, _ = smollm2
+    visual = UniCodeVisualTokenizer.from_llm(llm, TokenizerTrainingArguments(dead_code_threshold=1.0).tokenizer_config())
+    pixels = images_to_pixels(load_openmoji("train", size=64, limit=16)["image"], 64)
+    optimizer = torch.optim.AdamW(visual.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(8):
+        loss = visual(pixels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
