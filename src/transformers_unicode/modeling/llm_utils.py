@@ -67,6 +67,15 @@ def gathered(parameter: torch.Tensor, modifier_rank: int | None = None):
     return contextlib.nullcontext()
 
 
+def special_token_ids(tokenizer) -> list[int]:
+    """Ids a visual code must never be: the tokenizer's special tokens and added special tokens."""
+    if tokenizer is None:
+        return []
+    ids = set(tokenizer.all_special_ids)
+    ids.update(i for i, token in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(token, "special", False))
+    return sorted(ids)
+
+
 def default_visual_ids(vocab_size: int, special_ids, count: int | None = None) -> torch.Tensor:
     """Every id but the special tokens; `count` of them evenly spaced when a smaller set is asked for.
 

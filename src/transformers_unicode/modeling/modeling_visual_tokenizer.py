@@ -201,6 +201,7 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
         config: UniCodeVisualTokenizerConfig | None = None,
         visual_ids=None,
         gguf_file: str | None = None,
+        tokenizer=None,
         **config_kwargs,
     ) -> UniCodeVisualTokenizer:
         """A tokenizer whose codebook is the input-embedding table of `llm_or_path`.
@@ -212,15 +213,18 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
                 `vocab_size` are taken from the LLM.
             visual_ids (sequence of `int`, *optional*): the LLM ids to use as codes. By default every id
                 but the special tokens, or `config.num_visual_codes` of them evenly spaced when that is smaller.
+            tokenizer (`PreTrainedTokenizerBase`, *optional*): the LLM's tokenizer, whose special tokens are kept
+                out of the codes; loaded with the LLM when `llm_or_path` is a path. Without it only the config's
+                bos/eos/pad ids are known to be special.
         """
-        from .llm_utils import default_visual_ids, input_embedding_table, load_llm
+        from .llm_utils import default_visual_ids, input_embedding_table, load_llm, special_token_ids
 
-        special_ids: list[int] = []
         if isinstance(llm_or_path, (str, os.PathLike)):
-            llm, tokenizer = load_llm(llm_or_path, gguf_file=gguf_file)
-            special_ids = list(tokenizer.all_special_ids) if tokenizer is not None else []
+            llm, loaded_tokenizer = load_llm(llm_or_path, gguf_file=gguf_file)
+            tokenizer = tokenizer or loaded_tokenizer
         else:
             llm = llm_or_path
+        special_ids = special_token_ids(tokenizer)
         table = input_embedding_table(llm)
         special_ids += [
             i for i in (llm.config.bos_token_id, llm.config.eos_token_id, llm.config.pad_token_id) if isinstance(i, int)

@@ -178,10 +178,11 @@ def train_tokenizer(
     callback = CodebookSyncCallback(mode=args.codebook_mode, sync_every=args.sync_every, decay=args.sync_decay)
     train_set = load_image_dataset(args.dataset, "train", args.image_size, args.train_limit)
     eval_set = load_image_dataset(args.dataset, "test", args.image_size, args.eval_limit)
+    llm_tokenizer = None
     if llm is None:
         logger.info("Loading the LLM whose embedding table is the codebook: %s", args.llm)
-        llm, _ = load_llm(args.llm, gguf_file=args.gguf_file, load_tokenizer=False)
-    tokenizer = UniCodeVisualTokenizer.from_llm(llm, config)
+        llm, llm_tokenizer = load_llm(args.llm, gguf_file=args.gguf_file)
+    tokenizer = UniCodeVisualTokenizer.from_llm(llm, config, tokenizer=llm_tokenizer)
     del llm
     trainer = UniCodeTokenizerTrainer(
         model=tokenizer,
