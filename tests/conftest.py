@@ -57,3 +57,53 @@ def llm():
 def pixels():
     torch.manual_seed(1)
     return torch.rand(3, 3, 16, 16) * 2 - 1
+
+
+CORPUS = [
+    "a red apple on a white table",
+    "what is this picture? it is a smiling face",
+    "draw a blue car and a green tree",
+    "the cat sat on the mat with a yellow hat",
+    "which group is this emoji in? animals and nature",
+]
+
+
+def tiny_text_tokenizer(vocab_size: int = VOCAB):
+    """A real fast BPE tokenizer with `vocab_size` ids (<pad>, <s>, </s> = 0, 1, 2), trained here in
+    milliseconds on a few sentences, so the processor is tested on true tokenisation, offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    alphabet = list("abcdefghijklmnopqrstuvwxyz?!.,'")
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>", "<unk>"], initial_alphabet=alphabet
+    )
+    backend.train_from_iterator(CORPUS, trainer)
+    assert backend.get_vocab_size() == vocab_size, backend.get_vocab_size()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def tiny_gpt2(vocab_size: int = VOCAB, hidden_size: int = HIDDEN, seed: int = 0):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=vocab_size, n_embd=hidden_size, n_layer=1, n_head=2, n_positions=256,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def tiny_unicode(architecture: str = "llama", quantizer: str = "rq", seed: int = 0, **overrides):
+    """(model, processor): a tiny random LLM of the given architecture with a tiny visual tokenizer built from it."""
+    from transformers_unicode import UniCodeForCausalLM
+
+    llm = tiny_llm(seed=seed) if architecture == "llama" else tiny_gpt2(seed=seed)
+    torch.manual_seed(seed)
+    visual = UniCodeVisualTokenizer.from_llm(llm, tiny_tokenizer_config(quantizer, **overrides))
+    return UniCodeForCausalLM.from_llm(llm, visual, tokenizer=tiny_text_tokenizer(), return_processor=True)

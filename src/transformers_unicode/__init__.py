@@ -4,16 +4,30 @@ A visual tokenizer whose codes are token ids of any causal LM (its input-embeddi
 codebook), trained with language-driven iterative codebook updates.
 """
 
-from transformers import AutoConfig, AutoModel
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+)
 
 from .data import load_digits_images, load_openmoji, render_emoji
 from .evaluation import evaluate_reconstruction, psnr, ssim
 from .modeling import (
+    PACKED_CODE_OFFSET,
     HierarchicalQuantizer,
     MultiCodebookQuantizer,
     ResidualQuantizer,
     UniCodeAttentionProjection,
+    UniCodeConfig,
+    UniCodeForCausalLM,
+    UniCodeImageSpanLogitsProcessor,
+    UniCodeModel,
     UniCodePatchDiscriminator,
+    UniCodePreTrainedModel,
     UniCodeQuantizer,
     UniCodeVisualTokenizer,
     UniCodeVisualTokenizerConfig,
@@ -22,6 +36,7 @@ from .modeling import (
     UniCodeVisualTokenizerPreTrainedModel,
     UnifiedCodebook,
     VectorQuantizer,
+    aggregate_code_embeddings,
     build_quantizer,
     default_visual_ids,
     embedded_llm_location,
@@ -29,6 +44,8 @@ from .modeling import (
     load_llm,
     nearest_code_search,
 )
+from .pipeline_text_to_image import UniCodeTextToImagePipeline
+from .processing import CHAT_TEMPLATE, UniCodeImageProcessor, UniCodeProcessor, UniCodeTokenizer
 from .training.callbacks import CodebookSyncCallback
 from .training.stage1 import (
     TokenizerTrainerArguments,
@@ -39,11 +56,40 @@ from .training.stage1 import (
 
 __version__ = "0.1.0"
 
-# Registration at import, so AutoConfig / AutoModel resolve our model types.
+# Registration at import, so the Auto classes and pipelines resolve our model types.
 AutoConfig.register(UniCodeVisualTokenizerConfig.model_type, UniCodeVisualTokenizerConfig, exist_ok=True)
 AutoModel.register(UniCodeVisualTokenizerConfig, UniCodeVisualTokenizer, exist_ok=True)
+AutoConfig.register(UniCodeConfig.model_type, UniCodeConfig, exist_ok=True)
+AutoModel.register(UniCodeConfig, UniCodeModel, exist_ok=True)
+AutoModelForCausalLM.register(UniCodeConfig, UniCodeForCausalLM, exist_ok=True)
+AutoModelForImageTextToText.register(UniCodeConfig, UniCodeForCausalLM, exist_ok=True)
+AutoImageProcessor.register(UniCodeConfig, image_processor_classes={"pil": UniCodeImageProcessor}, exist_ok=True)
+AutoTokenizer.register(UniCodeConfig, fast_tokenizer_class=UniCodeTokenizer, exist_ok=True)
+AutoProcessor.register(UniCodeConfig, UniCodeProcessor, exist_ok=True)
+
+# And for trust_remote_code: save_pretrained copies the defining files and writes `auto_map`, so a saved
+# folder loads in a process where this package is not installed.
+UniCodeVisualTokenizerConfig.register_for_auto_class()
+UniCodeVisualTokenizer.register_for_auto_class("AutoModel")
+UniCodeConfig.register_for_auto_class()
+UniCodeForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+UniCodeImageProcessor.register_for_auto_class("AutoImageProcessor")
+UniCodeTokenizer.register_for_auto_class("AutoTokenizer")
+UniCodeProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
+    "CHAT_TEMPLATE",
+    "PACKED_CODE_OFFSET",
+    "UniCodeConfig",
+    "UniCodeForCausalLM",
+    "UniCodeImageProcessor",
+    "UniCodeImageSpanLogitsProcessor",
+    "UniCodeModel",
+    "UniCodePreTrainedModel",
+    "UniCodeProcessor",
+    "UniCodeTextToImagePipeline",
+    "UniCodeTokenizer",
+    "aggregate_code_embeddings",
     "CodebookSyncCallback",
     "HierarchicalQuantizer",
     "MultiCodebookQuantizer",

@@ -1,5 +1,7 @@
-from .configuration_unicode import UniCodeVisualTokenizerConfig
+from .configuration_unicode import PACKED_CODE_OFFSET, UniCodeConfig, UniCodeVisualTokenizerConfig
+from .generation_unicode import UniCodeImageSpanLogitsProcessor
 from .llm_utils import default_visual_ids, embedded_llm_location, input_embedding_table, load_llm
+from .modeling_unicode import UniCodeForCausalLM, UniCodeModel, UniCodePreTrainedModel
 from .modeling_visual_tokenizer import (
     UniCodeAttentionProjection,
     UniCodePatchDiscriminator,
@@ -15,6 +17,7 @@ from .quantization_unicode import (
     UniCodeQuantizer,
     UnifiedCodebook,
     VectorQuantizer,
+    aggregate_code_embeddings,
     build_quantizer,
     nearest_code_search,
 )

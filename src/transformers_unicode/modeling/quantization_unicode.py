@@ -401,7 +401,8 @@ class VectorQuantizer(UniCodeQuantizer):
         return self.codebook.lookup(codes[..., 0])
 
     def aggregate(self, codes):
-        return self.embed(codes)
+        self._check_codes(codes)
+        return aggregate_code_embeddings(self.codebook.lookup(codes), "sum")
 
 
 class ResidualQuantizer(UniCodeQuantizer):
@@ -434,7 +435,8 @@ class ResidualQuantizer(UniCodeQuantizer):
         return self.codebook.lookup(codes).sum(dim=-2)
 
     def aggregate(self, codes):
-        return self.embed(codes)
+        self._check_codes(codes)
+        return aggregate_code_embeddings(self.codebook.lookup(codes), "sum")
 
 
 class HierarchicalQuantizer(UniCodeQuantizer):
@@ -486,7 +488,7 @@ class HierarchicalQuantizer(UniCodeQuantizer):
 
     def aggregate(self, codes):
         self._check_codes(codes)
-        return self.codebook.lookup(codes[..., 0]) + self.codebook.lookup(codes[..., 1:]).mean(dim=-2)
+        return aggregate_code_embeddings(self.codebook.lookup(codes), "hierarchical")
 
 
 class MultiCodebookQuantizer(UniCodeQuantizer):
@@ -516,7 +518,8 @@ class MultiCodebookQuantizer(UniCodeQuantizer):
         )
 
     def aggregate(self, codes):
-        return self.embed(codes)
+        self._check_codes(codes)
+        return aggregate_code_embeddings(self.codebook.lookup(codes), "concat")
 
 
 QUANTIZER_CLASSES = {
@@ -525,6 +528,34 @@ QUANTIZER_CLASSES = {
     "hq": HierarchicalQuantizer,
     "mcq": MultiCodebookQuantizer,
 }
+
+
+# F, the rule that turns a position's D code embeddings into the one vector the LLM reads (the default
+# rule of each quantizer is in configuration_unicode.AGGREGATION_BY_QUANTIZER).
+AGGREGATION_RULES = ("sum", "hierarchical", "concat")
+
+
+def aggregate_code_embeddings(embeddings: torch.Tensor, rule: str) -> torch.Tensor:
+    """F over full embedding rows `(..., D, c)` -> `(..., c)`.
+
+    One function for both readers of an image: the visual tokenizer (rows of its own codebook) and the
+    LLM (rows of its live input-embedding table), so the two can never disagree on F.
+
+    - `"sum"` (VQ, RQ): e_1 + ... + e_D.
+    - `"hierarchical"` (HQ): e_top + mean of the 4 bottom codes of the block.
+    - `"concat"` (MCQ): slice d of e_d for each d, concatenated, so the result is still c-dimensional.
+    """
+    if rule == "sum":
+        return embeddings.sum(dim=-2)
+    if rule == "hierarchical":
+        return embeddings[..., 0, :] + embeddings[..., 1:, :].mean(dim=-2)
+    if rule == "concat":
+        depth, dim = embeddings.shape[-2:]
+        if dim % depth:
+            raise ValueError(f"concat aggregation needs the dimension {dim} divisible by the {depth} codes.")
+        width = dim // depth
+        return torch.cat([embeddings[..., d, d * width : (d + 1) * width] for d in range(depth)], dim=-1)
+    raise ValueError(f"Unknown aggregation rule {rule!r}; choose one of {AGGREGATION_RULES}.")
 
 
 def build_quantizer(kind: str, codebook: UnifiedCodebook, depth: int = 4) -> UniCodeQuantizer:
@@ -536,6 +567,7 @@ def build_quantizer(kind: str, codebook: UnifiedCodebook, depth: int = 4) -> Uni
 
 
 __all__ = [
+    "aggregate_code_embeddings",
     "nearest_code_search",
     "UnifiedCodebook",
     "UniCodeQuantizer",

@@ -1,0 +1,416 @@
+"""UniCodeForCausalLM: a causal LM that reads and writes images as its own token ids.
+
+Top to bottom: the pretrained base, the backbone (`UniCodeModel`: language model + frozen visual
+tokenizer, returns `last_hidden_state`), and the model for generation (`UniCodeForCausalLM`: backbone +
+`lm_head`). The layout is LLaVA's on purpose: TRL's SFTTrainer swaps in a fused LM head that calls
+`model.model(...)` and reads `get_output_embeddings()`.
+
+How an image sits in `input_ids`:
+- read (an input image): `<|image_start|>`, h*w packed ids (one per position, see
+  `UniCodeVisualTokenizer.pack_codes`), `<|image_end|>`; each packed id is embedded as F of the LLM-table
+  rows of its D codes. With `pixel_values`, the h*w positions are `<image>` placeholders instead and the
+  model encodes the pixels itself.
+- written (a generated image, or a Stage II target): `<|image_start|>`, h*w*D ordinary code ids,
+  `<|image_end|>`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+from transformers import AutoModel, GenerationMixin, LogitsProcessorList, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.utils import logging
+
+from .configuration_unicode import PACKED_CODE_OFFSET, UniCodeConfig
+from .generation_unicode import UniCodeImageSpanLogitsProcessor
+from .modeling_visual_tokenizer import UniCodeVisualTokenizer
+from .quantization_unicode import aggregate_code_embeddings
+
+logger = logging.get_logger(__name__)
+
+
+class UniCodePreTrainedModel(PreTrainedModel):
+    config_class = UniCodeConfig
+    config: UniCodeConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values"]
+    _no_split_modules = ["UniCodeVisualTokenizer"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+
+class UniCodeModel(UniCodePreTrainedModel):
+    """The backbone: the language model (any `AutoModel`) and the frozen visual tokenizer.
+
+    It turns `input_ids` into input embeddings (text ids through the LLM table, image positions as F of
+    their codes' LLM rows) and returns the language model's output, `last_hidden_state` first.
+    """
+
+    def __init__(self, config: UniCodeConfig):
+        super().__init__(config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.visual_tokenizer = UniCodeVisualTokenizer(config.visual_config)
+        self.visual_tokenizer.requires_grad_(False)
+        self.post_init()
+
+    def train(self, mode: bool = True):
+        # The visual tokenizer is frozen in Stage II (SPEC 5); in train mode its codebook would move by
+        # EMA every time pixel_values were encoded, so it stays in eval whatever the trainer asks.
+        super().train(mode)
+        self.visual_tokenizer.eval()
+        return self
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def image_embeddings(self, codes: torch.LongTensor) -> torch.FloatTensor:
+        """`(..., D)` LLM ids -> `(..., c)`: F over the LLM's own (trainable) input-embedding rows."""
+        rows = self.get_input_embeddings()(codes)  # (..., D, c)
+        return aggregate_code_embeddings(rows, self.config.image_aggregation)
+
+    @torch.no_grad()
+    def encode_images(self, pixel_values: torch.FloatTensor) -> torch.LongTensor:
+        """Pixels `(N, 3, H, W)` in [-1, 1] -> code maps `(N, h, w, D)` with the frozen visual tokenizer."""
+        return self.visual_tokenizer.encode(pixel_values).codes
+
+    def embed_inputs(self, input_ids: torch.LongTensor, pixel_values: torch.FloatTensor | None = None):
+        """Input embeddings `(B, L, c)` for ids that may hold packed image ids or `<image>` placeholders."""
+        embedding = self.get_input_embeddings()
+        packed = input_ids >= PACKED_CODE_OFFSET
+        placeholders = input_ids == self.config.image_token_id
+        text = ~(packed | placeholders)
+        if text.any() and (
+            int(input_ids[text].min()) < 0 or int(input_ids[text].max()) >= embedding.num_embeddings
+        ):
+            bad = (
+                input_ids[text & ((input_ids < 0) | (input_ids >= embedding.num_embeddings))]
+                .unique()[:5]
+                .tolist()
+            )
+            raise ValueError(
+                f"input_ids holds ids outside the vocabulary of {embedding.num_embeddings} (e.g. {bad}); images belong "
+                "in input_ids as the processor writes them (UniCodeProcessor)."
+            )
+        inputs_embeds = embedding(input_ids.masked_fill(~text, 0))  # image positions are overwritten below
+        if packed.any():
+            codes = self.visual_tokenizer.unpack_codes(input_ids[packed])  # (n, D)
+            inputs_embeds = inputs_embeds.masked_scatter(
+                packed[..., None], self.image_embeddings(codes).to(inputs_embeds)
+            )
+        if placeholders.any() or pixel_values is not None:
+            if pixel_values is None:
+                raise ValueError(
+                    f"input_ids has {int(placeholders.sum())} <image> placeholder positions but no pixel_values were "
+                    "given; call the processor with the images (it writes their codes into input_ids)."
+                )
+            codes = self.encode_images(pixel_values.to(self.visual_tokenizer.dtype))  # (N, h, w, D)
+            image_embeds = self.image_embeddings(codes.flatten(0, 2))  # (N*h*w, c)
+            if image_embeds.shape[0] != int(placeholders.sum()):
+                raise ValueError(
+                    f"input_ids has {int(placeholders.sum())} <image> placeholder positions but pixel_values holds "
+                    f"{codes.shape[0]} image(s) x {self.config.image_seq_length} positions = {image_embeds.shape[0]}."
+                )
+            inputs_embeds = inputs_embeds.masked_scatter(
+                placeholders[..., None], image_embeds.to(inputs_embeds)
+            )
+        return inputs_embeds
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_inputs(input_ids, pixel_values)
+        return self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            **{**kwargs, "return_dict": True},
+        )
+
+
+class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
+    r"""
+    UniCode: a causal LM whose visual vocabulary is its own vocabulary.
+
+    Understanding is `generate` on the processor's output; text-to-image is
+    `generate(..., generation_mode="image", guidance_scale=...)` followed by `processor.decode_images`.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from transformers_unicode import UniCodeForCausalLM, UniCodeVisualTokenizer
+    >>> visual_tokenizer = UniCodeVisualTokenizer.from_pretrained("runs/tokenizer")
+    >>> model, processor = UniCodeForCausalLM.from_llm("embedded", visual_tokenizer, return_processor=True)
+    >>> inputs = processor(text="A picture of a red apple", return_tensors="pt")
+    >>> torch.manual_seed(0)
+    >>> ids = model.generate(**inputs, generation_mode="image", guidance_scale=3.0)
+    >>> images = processor.decode_images(ids)   # [PIL.Image]
+    ```
+    """
+
+    def __init__(self, config: UniCodeConfig):
+        super().__init__(config)
+        self.model = UniCodeModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        # The tie's source is the language model's embedding, whose name depends on the architecture
+        # (Llama `embed_tokens`, GPT-2 `wte`, ...), so the declared tie is found rather than hard-coded.
+        embedding = self.model.language_model.get_input_embeddings()
+        name = next(n for n, m in self.model.language_model.named_modules() if m is embedding)
+        self._tied_weights_keys = {"lm_head.weight": f"model.language_model.{name}.weight"}
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.lm_head = new_embeddings
+
+    @property
+    def visual_tokenizer(self) -> UniCodeVisualTokenizer:
+        return self.model.visual_tokenizer
+
+    def image_input_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        """Positions that hold an image the model reads (packed ids or `<image>` placeholders)."""
+        return (ids >= PACKED_CODE_OFFSET) | (ids == self.config.image_token_id)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        image_span_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        labels (`torch.LongTensor` of shape `(B, L)`, *optional*): next-token targets, -100 where ignored.
+            Positions of images the model reads are never targets and are ignored whatever they hold; the
+            codes of an image the model writes are ordinary targets.
+        image_span_mask (`torch.Tensor`, *optional*): the processor's mask, accepted so that `model(**inputs)`
+            works; spans are recognised from the ids themselves.
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])
+        loss = None
+        if labels is not None:
+            labels = labels.masked_fill(self.image_input_mask(labels), -100)
+            loss = self.loss_function(logits, labels, self.config.text_config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    # ---- generation ------------------------------------------------------------------------------
+    def image_span_processor(self) -> UniCodeImageSpanLogitsProcessor:
+        return UniCodeImageSpanLogitsProcessor(
+            visual_ids=self.visual_tokenizer.codebook.visual_ids,
+            span_length=self.config.image_generation_length,
+            image_start_token_id=self.config.image_start_token_id,
+            image_end_token_id=self.config.image_end_token_id,
+            vocab_size=self.config.text_config.vocab_size,
+        )
+
+    def generate(
+        self,
+        inputs=None,
+        generation_config=None,
+        logits_processor=None,
+        generation_mode: str = "text",
+        **kwargs,
+    ):
+        r"""
+        [`GenerationMixin.generate`] with image spans kept well formed (only visual ids inside a span,
+        exactly h*w*D of them, then the closing marker).
+
+        Args:
+            generation_mode (`str`, *optional*, defaults to `"text"`): `"image"` opens an image span after the
+                prompt (Janus's convention) and writes exactly one image: `max_new_tokens` is set to h*w*D + 1 and
+                sampling is on unless `do_sample=False` is passed. Seed with `torch.manual_seed` for
+                reproducible images.
+            guidance_scale (`float`, *optional*): classifier-free guidance, transformers' own
+                `UnbatchedClassifierFreeGuidanceLogitsProcessor`; the unconditional branch reads
+                `negative_prompt_ids`, by default just the image-start marker. 1.0 (or `None`) is no guidance.
+        """
+        if generation_mode not in ("text", "image"):
+            raise ValueError(f"generation_mode must be 'text' or 'image'; got {generation_mode!r}.")
+        processors = LogitsProcessorList(logits_processor or [])
+        processors.append(self.image_span_processor())
+        if generation_mode == "image":
+            input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
+            if input_ids is None or input_ids.shape[-1] == 0:
+                raise ValueError("Image generation needs a prompt: pass input_ids from the processor.")
+            attention_mask = kwargs.pop("attention_mask", None)
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            start = self.config.image_start_token_id
+            if not bool((input_ids[:, -1] == start).all()):
+                column = torch.full_like(input_ids[:, :1], start)
+                input_ids = torch.cat([input_ids, column], dim=1)
+                attention_mask = torch.cat([attention_mask, torch.ones_like(column)], dim=1)
+            kwargs.update(
+                attention_mask=attention_mask, max_new_tokens=self.config.image_generation_length + 1
+            )
+            kwargs.pop("max_length", None)
+            kwargs.setdefault("do_sample", True)
+            inputs = input_ids
+        return super().generate(
+            inputs=inputs, generation_config=generation_config, logits_processor=processors, **kwargs
+        )
+
+    # ---- assembly and saving -----------------------------------------------------------------------
+    @classmethod
+    def from_llm(
+        cls,
+        llm_or_path,
+        visual_tokenizer: UniCodeVisualTokenizer,
+        tokenizer=None,
+        gguf_file: str | None = None,
+        base_model: str | None = None,
+        training_datasets: list[str] | None = None,
+        return_processor: bool = False,
+    ):
+        """Assemble UniCode from a pretrained causal LM and a Stage I visual tokenizer built from it.
+
+        The LLM's vocabulary grows by the three image markers (`<image>`, `<|image_start|>`,
+        `<|image_end|>`); visual codes stay the LLM's own ids.
+
+        Args:
+            llm_or_path (`PreTrainedModel` or `str`): a causal LM, a folder or hub id, or `"embedded"` (SmolLM2).
+            visual_tokenizer (`UniCodeVisualTokenizer`): its codes must be ids of this LLM.
+            tokenizer (`PreTrainedTokenizerBase`, *optional*): the LLM's tokenizer (or a `UniCodeTokenizer`);
+                loaded with the LLM when `llm_or_path` is a path.
+            base_model, training_datasets: recorded in the config for the model card.
+            return_processor (`bool`, *optional*, defaults to `False`): also return the matching
+                `UniCodeProcessor`.
+        """
+        from .llm_utils import EMBEDDED_LLM_NAME, load_llm
+
+        try:  # absolute and guarded: a trust_remote_code copy of this file loads models, it never assembles one
+            from transformers_unicode.processing import (
+                UniCodeImageProcessor,
+                UniCodeProcessor,
+                UniCodeTokenizer,
+            )
+        except ImportError as error:
+            raise ImportError(
+                "UniCodeForCausalLM.from_llm needs the transformers_unicode package installed."
+            ) from error
+
+        if isinstance(llm_or_path, (str, os.PathLike)):
+            if str(llm_or_path) == "embedded" and base_model is None:
+                base_model = EMBEDDED_LLM_NAME
+            llm, loaded_tokenizer = load_llm(llm_or_path, gguf_file=gguf_file)
+            tokenizer = tokenizer or loaded_tokenizer
+        else:
+            llm = llm_or_path
+        if tokenizer is None:
+            raise ValueError(
+                "from_llm needs the LLM's tokenizer to add the image markers; pass tokenizer=..."
+            )
+        vocab_size, hidden_size = llm.get_input_embeddings().weight.shape
+        visual_config = visual_tokenizer.config
+        if (visual_config.vocab_size, visual_config.embedding_dim) != (vocab_size, hidden_size):
+            raise ValueError(
+                f"The visual tokenizer was built for a {visual_config.vocab_size} x {visual_config.embedding_dim} "
+                f"table but this LLM's is {vocab_size} x {hidden_size}; build it with "
+                "UniCodeVisualTokenizer.from_llm(this LLM)."
+            )
+        if not isinstance(tokenizer, UniCodeTokenizer):
+            tokenizer = UniCodeTokenizer.from_llm_tokenizer(tokenizer)
+        llm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        config = UniCodeConfig(
+            text_config=llm.config,
+            visual_config=visual_config,
+            image_token_id=tokenizer.image_token_id,
+            image_start_token_id=tokenizer.image_start_token_id,
+            image_end_token_id=tokenizer.image_end_token_id,
+            base_model=base_model or getattr(llm.config, "_name_or_path", None) or None,
+            training_datasets=training_datasets,
+        )
+        # Built on the meta device and then handed the real modules, so a 7B LLM is never allocated twice.
+        with torch.device("meta"):
+            model = cls(config)
+        model.model.language_model = llm.base_model
+        model.model.visual_tokenizer = visual_tokenizer.eval().requires_grad_(False)
+        model.lm_head = llm.get_output_embeddings()
+        model.generation_config = llm.generation_config
+        if config.tie_word_embeddings:
+            model.tie_weights()
+        model.eval()  # as from_pretrained returns it
+        if not return_processor:
+            return model
+        image_size = visual_config.image_size
+        processor = UniCodeProcessor(
+            image_processor=UniCodeImageProcessor(size={"height": image_size, "width": image_size}),
+            tokenizer=tokenizer,
+            visual_tokenizer=visual_tokenizer,
+        )
+        return model, processor
+
+    def model_card(self):
+        """A `huggingface_hub.ModelCard` whose metadata and usage code match this model."""
+        from .model_card import build_model_card
+
+        return build_model_card(self.config)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """The standard save, plus a model card (README.md) unless the folder already has one."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        readme = os.path.join(save_directory, "README.md")
+        if not os.path.exists(readme):
+            self.model_card().save(readme)
+        return result
+
+    def push_to_hub(self, repo_id: str, *args, **kwargs):
+        """The standard `push_to_hub`; then the UniCode model card replaces the generic one that transformers
+        writes for a repository without a card (it builds that card before calling `save_pretrained`)."""
+        result = super().push_to_hub(repo_id, *args, **kwargs)
+        card = self.model_card()
+        card.push_to_hub(repo_id, token=kwargs.get("token"), commit_message="UniCode model card")
+        return result
+
+
+__all__ = ["UniCodeForCausalLM", "UniCodeModel", "UniCodePreTrainedModel"]
