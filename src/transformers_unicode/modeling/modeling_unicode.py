@@ -32,6 +32,20 @@ from .quantization_unicode import aggregate_code_embeddings
 logger = logging.get_logger(__name__)
 
 
+def _hub_name(llm) -> str | None:
+    """The LLM's hub id for the model card; a local folder is no hub id (the embedded one has a known name)."""
+    from .llm_utils import EMBEDDED_LLM_NAME, embedded_llm_location
+
+    name = getattr(llm.config, "_name_or_path", None) or None
+    if name is None or not os.path.exists(name):
+        return name
+    try:
+        embedded_folder = embedded_llm_location()[0]
+    except FileNotFoundError:
+        return None
+    return EMBEDDED_LLM_NAME if os.path.realpath(name) == os.path.realpath(embedded_folder) else None
+
+
 class UniCodePreTrainedModel(PreTrainedModel):
     config_class = UniCodeConfig
     config: UniCodeConfig
@@ -326,7 +340,7 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             return_processor (`bool`, *optional*, defaults to `False`): also return the matching
                 `UniCodeProcessor`.
         """
-        from .llm_utils import EMBEDDED_LLM_NAME, load_llm
+        from .llm_utils import load_llm
 
         try:  # absolute and guarded: a trust_remote_code copy of this file loads models, it never assembles one
             from transformers_unicode.processing import (
@@ -340,8 +354,6 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             ) from error
 
         if isinstance(llm_or_path, (str, os.PathLike)):
-            if str(llm_or_path) == "embedded" and base_model is None:
-                base_model = EMBEDDED_LLM_NAME
             llm, loaded_tokenizer = load_llm(llm_or_path, gguf_file=gguf_file)
             tokenizer = tokenizer or loaded_tokenizer
         else:
@@ -367,7 +379,7 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             image_token_id=tokenizer.image_token_id,
             image_start_token_id=tokenizer.image_start_token_id,
             image_end_token_id=tokenizer.image_end_token_id,
-            base_model=base_model or getattr(llm.config, "_name_or_path", None) or None,
+            base_model=base_model or _hub_name(llm),
             training_datasets=training_datasets,
         )
         # Built on the meta device and then handed the real modules, so a 7B LLM is never allocated twice.
