@@ -358,6 +358,9 @@ def test_bad_inputs_give_clear_errors(saved, tmp_path, monkeypatch):
         model.generate(input_ids=torch.zeros(1, 0, dtype=torch.long), generation_mode="image")
     with pytest.raises(ValueError, match="generation_mode"):
         model.generate(input_ids=torch.tensor([[5]]), generation_mode="video")
+    inputs = processor(images=red_image(), text=PROMPT, return_tensors="pt")
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        model.generate(**inputs, max_new_tokens=2, repetition_penalty=1.3)
     with pytest.raises(ValueError, match="pixel_values"):
         model(input_ids=torch.tensor([[5, model.config.image_token_id]]))
     with pytest.raises(ValueError, match="outside the vocabulary"):

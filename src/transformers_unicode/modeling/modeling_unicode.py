@@ -290,6 +290,16 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         """
         if generation_mode not in ("text", "image"):
             raise ValueError(f"generation_mode must be 'text' or 'image'; got {generation_mode!r}.")
+        prompt = inputs if inputs is not None else kwargs.get("input_ids")
+        if prompt is not None and bool((prompt >= PACKED_CODE_OFFSET).any()):
+            config = generation_config or self.generation_config
+            for name, neutral in (("repetition_penalty", 1.0), ("no_repeat_ngram_size", 0)):
+                if kwargs.get(name, getattr(config, name, None)) not in (None, neutral):
+                    # Both index the scores by the prompt's ids, and a packed image id is no column of them.
+                    raise ValueError(
+                        f"{name} cannot be used on a prompt that holds an image the model reads (packed ids); "
+                        "leave it unset for image prompts."
+                    )
         processors = LogitsProcessorList(logits_processor or [])
         processors.append(self.image_span_processor())
         if generation_mode == "image":
