@@ -62,7 +62,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -70,6 +69,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _machine import cpu_model, package_versions  # benchmarks/ is on sys.path when a script runs
 
 FULL_SHAPES = [(49152, 576), (32000, 4096)]
 FULL_QUERIES = 4096
@@ -337,26 +338,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    parts = []
-    for name in ("torch", "vector-quantize-pytorch", "diffusers", "transformers"):
-        try:
-            parts.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            parts.append(f"{name} missing")
-    return ", ".join(parts)
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    return package_versions("torch", "vector-quantize-pytorch", "diffusers", "transformers")
 
 
 def print_table(shape, num_queries, results: dict, args) -> None:
@@ -433,7 +415,7 @@ def main(argv=None) -> None:
     flat_shape = FLAT_SHAPE_QUICK if args.quick else FLAT_SHAPE_FULL
 
     print(f"nearest-code search benchmark ({'quick' if args.quick else 'full'})")
-    print(f"  {_cpu_model()}, {os.cpu_count()} logical CPUs visible; {_versions()}")
+    print(f"  {cpu_model()}, {os.cpu_count()} logical CPUs visible; {_versions()}")
     print(f"  x ~ N(0, 1), E ~ N(0, {CODE_STD}^2), seed {args.seed}; every method in a fresh subprocess")
     if args.quick:
         print(

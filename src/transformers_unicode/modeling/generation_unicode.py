@@ -79,6 +79,8 @@ class UniCodeImageSpanLogitsProcessor(LogitsProcessor):
             end_mask = torch.nn.functional.pad(end_mask, (0, pad), value=float("-inf"))
         coding = (written >= 0) & (written < self.span_length)
         closing = written >= self.span_length
+        if bool(coding.all()):  # the usual step of image generation: every row mid-span
+            return scores + code_mask
         mask = torch.zeros_like(scores)
         mask[coding] = code_mask
         mask[closing] = end_mask
