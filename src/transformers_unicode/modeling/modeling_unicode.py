@@ -88,6 +88,10 @@ class UniCodeModel(UniCodePreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
+    def image_input_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        """Positions that hold an image the model reads (packed ids or `<image>` placeholders)."""
+        return (ids >= PACKED_CODE_OFFSET) | (ids == self.config.image_token_id)
+
     def image_embeddings(self, codes: torch.LongTensor) -> torch.FloatTensor:
         """`(..., D)` LLM ids -> `(..., c)`: F over the LLM's own (trainable) input-embedding rows."""
         rows = self.get_input_embeddings()(codes)  # (..., D, c)
@@ -103,7 +107,7 @@ class UniCodeModel(UniCodePreTrainedModel):
         embedding = self.get_input_embeddings()
         packed = input_ids >= PACKED_CODE_OFFSET
         placeholders = input_ids == self.config.image_token_id
-        text = ~(packed | placeholders)
+        text = ~self.image_input_mask(input_ids)
         if text.any() and (
             int(input_ids[text].min()) < 0 or int(input_ids[text].max()) >= embedding.num_embeddings
         ):
@@ -207,10 +211,6 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
     def visual_tokenizer(self) -> UniCodeVisualTokenizer:
         return self.model.visual_tokenizer
 
-    def image_input_mask(self, ids: torch.Tensor) -> torch.Tensor:
-        """Positions that hold an image the model reads (packed ids or `<image>` placeholders)."""
-        return (ids >= PACKED_CODE_OFFSET) | (ids == self.config.image_token_id)
-
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -247,7 +247,7 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden_states[:, keep, :])
         loss = None
         if labels is not None:
-            labels = labels.masked_fill(self.image_input_mask(labels), -100)
+            labels = labels.masked_fill(self.model.image_input_mask(labels), -100)
             loss = self.loss_function(logits, labels, self.config.text_config.vocab_size, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,

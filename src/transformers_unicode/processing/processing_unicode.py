@@ -141,9 +141,7 @@ class UniCodeProcessor(ProcessorMixin):
         if not return_codes and images:
             data["pixel_values"] = self.image_processor(images, return_tensors="pt")["pixel_values"]
         if not batched and return_tensors is None:
-            data = {key: value[0] for key, value in data.items() if key != "pixel_values"} | (
-                {"pixel_values": data["pixel_values"]} if "pixel_values" in data else {}
-            )
+            data = {key: value if key == "pixel_values" else value[0] for key, value in data.items()}
         return BatchFeature(data, tensor_type=return_tensors)
 
     def _image_spans(self, images, return_codes: bool) -> list[list[int]]:
@@ -156,15 +154,11 @@ class UniCodeProcessor(ProcessorMixin):
         return [[start, *row.tolist(), end] for row in packed]
 
     def image_span_mask(self, input_ids):
-        """1 where an id lies strictly inside an image span (read or written), 0 elsewhere."""
+        """1 where an id lies strictly inside an image span (read or written), 0 elsewhere; a sequence or a batch."""
         ids = torch.as_tensor(input_ids)
-        squeeze = ids.dim() == 1
-        ids = ids.view(1, -1) if squeeze else ids
-        opened = (ids == self.tokenizer.image_start_token_id).long().cumsum(dim=1)
-        closed = (ids == self.tokenizer.image_end_token_id).long().cumsum(dim=1)
-        inside = (opened > closed) & (ids != self.tokenizer.image_start_token_id)
-        mask = inside.long()
-        mask = mask[0] if squeeze else mask
+        rows = ids.view(1, -1) if ids.dim() == 1 else ids
+        mask = torch.tensor([self.tokenizer.image_span_mask(row.tolist()) for row in rows], dtype=torch.long)
+        mask = mask.view(ids.shape)
         return mask if isinstance(input_ids, torch.Tensor) else mask.tolist()
 
     # ---- ids -> text and images ------------------------------------------------------------------------

@@ -164,18 +164,27 @@ class UniCodeTokenizer(PreTrainedTokenizerFast):
             )
         return spans
 
-    def _decode(self, token_ids, skip_special_tokens: bool = False, **kwargs) -> str:
-        # Text only: ids inside image spans and packed image ids are not text, so they are left out.
-        token_ids = [token_ids] if isinstance(token_ids, int) else list(token_ids)
+    def image_span_mask(self, ids) -> list[int]:
+        """1 for each id strictly inside an image span (read or written), 0 elsewhere, markers included."""
         start, end = self.image_start_token_id, self.image_end_token_id
-        kept, inside = [], False
-        for token in token_ids:
-            if token == start:
-                inside = True
-            elif token == end:
-                inside = False
-            elif not inside and 0 <= token < PACKED_CODE_OFFSET and token != self.image_token_id:
-                kept.append(token)
+        mask, inside = [], False
+        for token in ids:
+            if token in (start, end):
+                inside = token == start
+                mask.append(0)
+            else:
+                mask.append(int(inside))
+        return mask
+
+    def _decode(self, token_ids, skip_special_tokens: bool = False, **kwargs) -> str:
+        # Text only: ids inside image spans, the markers and packed image ids are not text, so they are left out.
+        token_ids = [token_ids] if isinstance(token_ids, int) else list(token_ids)
+        markers = (self.image_start_token_id, self.image_end_token_id, self.image_token_id)
+        kept = [
+            token
+            for token, in_span in zip(token_ids, self.image_span_mask(token_ids), strict=True)
+            if not in_span and token not in markers and 0 <= token < PACKED_CODE_OFFSET
+        ]
         return super()._decode(kept, skip_special_tokens=skip_special_tokens, **kwargs)
 
 
