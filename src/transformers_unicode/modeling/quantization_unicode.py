@@ -225,6 +225,11 @@ class UnifiedCodebook(nn.Module):
         z = z.detach().float()
         cols = self.group_slice(group) if self.num_groups > 1 else slice(None)
         counts = torch.bincount(rows, minlength=self.num_codes).float()
+        if not self.training:
+            # Inference (a processor tokenising a data set, often on one rank only): local usage counts and no
+            # collective, which would wait forever for ranks that are not encoding.
+            self.usage_counts[group] += counts
+            return
         sums = torch.zeros(self.num_codes, z.shape[1], device=z.device).index_add_(0, rows, z)
         stats = _all_reduce_sum(torch.cat([counts[:, None], sums], dim=1))
         counts, sums = stats[:, 0], stats[:, 1:]
