@@ -223,6 +223,7 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         image_span_mask: torch.Tensor | None = None,
+        skip_logits: bool | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
@@ -231,6 +232,10 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             codes of an image the model writes are ordinary targets.
         image_span_mask (`torch.Tensor`, *optional*): the processor's mask, accepted so that `model(**inputs)`
             works; spans are recognised from the ids themselves.
+        skip_logits (`bool`, *optional*): compute the loss from the supervised positions only and return no
+            logits. Defaults to `True` in training mode when `labels` are given (Liger's convention): the
+            vocabulary-wide head then runs on the answer tokens alone, which is most of a small model's step
+            on samples that mostly read (see benchmarks/sft_head.py).
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -243,12 +248,20 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, keep, :])
-        loss = None
         if labels is not None:
             labels = labels.masked_fill(self.model.image_input_mask(labels), -100)
-            loss = self.loss_function(logits, labels, self.config.text_config.vocab_size, **kwargs)
+        if skip_logits is None:
+            skip_logits = self.training and labels is not None
+        if skip_logits:
+            if labels is None:
+                raise ValueError("skip_logits=True computes a loss only; pass labels.")
+            logits, loss = None, self.supervised_loss(hidden_states, labels, kwargs.get("num_items_in_batch"))
+        else:
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(hidden_states[:, keep, :])
+            loss = None
+            if labels is not None:
+                loss = self.loss_function(logits, labels, self.config.text_config.vocab_size, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -256,6 +269,21 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+
+    def supervised_loss(self, hidden_states, labels, num_items_in_batch=None) -> torch.Tensor:
+        """Next-token cross-entropy with the LM head applied to the supervised positions only.
+
+        Equal to the full-logits loss (`ForCausalLMLoss`: a mean over targets, or a sum over
+        `num_items_in_batch` under gradient accumulation); a batch without targets gives a zero that still
+        reaches every parameter, as DDP needs.
+        """
+        targets = labels[:, 1:].to(hidden_states.device)
+        supervised = targets != -100
+        logits = self.lm_head(hidden_states[:, :-1][supervised])  # (n_supervised, V)
+        total = nn.functional.cross_entropy(logits.float(), targets[supervised], reduction="sum")
+        if num_items_in_batch is None:
+            return total / supervised.sum().clamp(min=1)
+        return total / torch.as_tensor(num_items_in_batch, device=total.device)
 
     # ---- generation ------------------------------------------------------------------------------
     def image_span_processor(self) -> UniCodeImageSpanLogitsProcessor:

@@ -1,0 +1,79 @@
+"""OpenMoji as Stage II conversations: captions, group questions, text-to-image (the embedded default).
+
+Each task is a conversation data set in the common schema (`messages`, `images`, `id`) built from the
+OpenMoji renders and their CLDR names, groups and subgroups, on the 90/10 split of Stage I, so that the
+held-out emoji stay unseen by both stages.
+"""
+
+from __future__ import annotations
+
+import datasets
+
+from ..training.conversations import CONVERSATION_FEATURES
+from .openmoji import emoji_groups, load_openmoji
+
+OPENMOJI_TASKS = ("caption", "group", "subgroup", "text_to_image")
+CAPTION_QUESTION = "What emoji is this?"
+SUBGROUP_QUESTION = "Which CLDR subgroup is this emoji in?"
+TEXT_TO_IMAGE_PROMPT = "Draw the emoji: {name}."
+
+
+def emoji_group_names() -> list[str]:
+    """The CLDR groups that hold drawable emoji, in CLDR order ("Component" holds only skin-tone swatches)."""
+    names = dict.fromkeys(group for group, _ in emoji_groups().values())
+    return [name for name in names if name != "Component"]
+
+
+def group_question() -> str:
+    """The group question lists the choices, so that an answer is one of them and exact match is fair."""
+    return "Which emoji group is this? Answer with one of: " + ", ".join(emoji_group_names()) + "."
+
+
+def _messages(question: str | None, answer: str | None, reads_image: bool) -> list[dict]:
+    user = ([{"type": "image", "text": None}] if reads_image else []) + [{"type": "text", "text": question}]
+    assistant = (
+        [{"type": "text", "text": answer}] if answer is not None else [{"type": "image", "text": None}]
+    )
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+
+
+def openmoji_conversations(
+    task: str, split: str | None = "train", size: int = 64, limit: int | None = None, images=None
+) -> datasets.Dataset:
+    """One OpenMoji task as conversations.
+
+    Args:
+        task (`str`): `"caption"` (image -> name), `"group"` (image -> CLDR group, choices listed),
+            `"subgroup"` (image -> CLDR subgroup) or `"text_to_image"` (name -> image).
+        split, size, limit: as in [`load_openmoji`].
+        images (`datasets.Dataset`, *optional*): the rendered split, to render it once for several tasks.
+    """
+    if task not in OPENMOJI_TASKS:
+        raise ValueError(f"Unknown OpenMoji task {task!r}; choose one of {list(OPENMOJI_TASKS)}.")
+    images = images if images is not None else load_openmoji(split=split, size=size, limit=limit)
+
+    def build(record):
+        if task == "caption":
+            messages = _messages(CAPTION_QUESTION, record["name"], reads_image=True)
+        elif task == "group":
+            messages = _messages(group_question(), record["group"], reads_image=True)
+        elif task == "subgroup":
+            messages = _messages(SUBGROUP_QUESTION, record["subgroup"], reads_image=True)
+        else:
+            messages = _messages(TEXT_TO_IMAGE_PROMPT.format(name=record["name"]), None, reads_image=False)
+        return {"messages": messages, "images": [record["image"]], "id": f"{task}-{record['emoji']}"}
+
+    return images.map(
+        build, remove_columns=images.column_names, features=CONVERSATION_FEATURES, desc=f"OpenMoji {task}"
+    )
+
+
+__all__ = [
+    "CAPTION_QUESTION",
+    "OPENMOJI_TASKS",
+    "SUBGROUP_QUESTION",
+    "TEXT_TO_IMAGE_PROMPT",
+    "emoji_group_names",
+    "group_question",
+    "openmoji_conversations",
+]

@@ -1,0 +1,267 @@
+"""Stage II samples as id sequences: conversations, decompression, the mixture (SPEC sections 4-5).
+
+Every Stage II sample ends up as `input_ids` + `assistant_masks` (1 on the tokens the model must
+write), the format TRL's SFTTrainer and [`UniCodeDataCollator`] read. Images are encoded once here
+by the processor's frozen visual tokenizer, inside `datasets.map` with a fingerprint of that
+tokenizer, so Stage II never runs the visual encoder and a second run reads the cache.
+
+An image in a conversation takes the form of its role:
+- read (system or user turn): `<|image_start|>`, one packed id per position (h*w), `<|image_end|>`;
+- written (assistant turn, a target): `<|image_start|>`, h*w*D code ids, `<|image_end|>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import datasets
+import numpy as np
+import torch
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+DECOMPRESSION_PROMPT = "Decompress part {part} of {parts} of this image into its codes."
+SFT_FEATURES = datasets.Features(
+    {
+        "input_ids": datasets.Sequence(datasets.Value("int64")),
+        "assistant_masks": datasets.Sequence(datasets.Value("int8")),
+        "task": datasets.Value("string"),
+    }
+)
+
+
+def encode_conversation(messages: list[dict], image_codes: list[torch.Tensor], processor) -> dict:
+    """One conversation -> `{"input_ids", "assistant_masks"}` through the chat template.
+
+    Args:
+        messages (`list[dict]`): chat turns; an image is a content item `{"type": "image"}`.
+        image_codes (`list[torch.LongTensor]`): the codes of each image item in order, `(h, w, D)` or `(n, D)`
+            for a part of an image (decompression).
+        processor ([`UniCodeProcessor`]): its tokenizer's chat template, markers and visual tokenizer.
+    """
+    tokenizer = processor.tokenizer
+    rendered = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    ids, mask = list(rendered["input_ids"]), list(rendered["assistant_masks"])
+    slots = [i for i, token in enumerate(ids) if token == tokenizer.image_token_id]
+    if len(slots) != len(image_codes):
+        raise ValueError(
+            f"The conversation has {len(slots)} image item(s) but {len(image_codes)} image(s) were given."
+        )
+    if 1 not in mask:
+        raise ValueError("The conversation has no assistant turn: there is nothing to learn from it.")
+    start, end = tokenizer.image_start_token_id, tokenizer.image_end_token_id
+    input_ids, assistant_masks, previous = [], [], 0
+    for slot, codes in zip(slots, image_codes, strict=True):
+        input_ids += ids[previous:slot]
+        assistant_masks += mask[previous:slot]
+        positions = codes.reshape(-1, codes.shape[-1])  # (n, D)
+        if mask[slot]:  # written: every code is a target, markers included
+            span = [start, *positions.flatten().tolist(), end]
+        else:  # read: one packed id per position, never a target
+            span = [start, *processor.visual_tokenizer.pack_codes(positions).tolist(), end]
+        input_ids += span
+        assistant_masks += [mask[slot]] * len(span)
+        previous = slot + 1
+    input_ids += ids[previous:]
+    assistant_masks += mask[previous:]
+    return {"input_ids": input_ids, "assistant_masks": assistant_masks}
+
+
+def decompression_sample(codes: torch.Tensor, num_segments: int, processor) -> dict:
+    """The in-context decompression task (Eq. 4-5) for one image's `(h, w, D)` code map.
+
+    The h*w positions are cut, in raster order, into `num_segments` consecutive parts; turn t shows part t
+    as the model reads it (aggregated embeddings: packed ids) and answers with its D codes per position.
+    """
+    if codes.dim() != 3:
+        raise ValueError(f"A code map is (h, w, D); got shape {tuple(codes.shape)}.")
+    positions = codes.reshape(-1, codes.shape[-1])
+    if not 1 <= num_segments <= positions.shape[0]:
+        raise ValueError(
+            f"num_segments must be between 1 and the {positions.shape[0]} positions of a code map; got {num_segments}."
+        )
+    messages, parts = [], []
+    for index, part in enumerate(np.array_split(np.arange(positions.shape[0]), num_segments)):
+        prompt = DECOMPRESSION_PROMPT.format(part=index + 1, parts=num_segments)
+        messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]})
+        messages.append({"role": "assistant", "content": [{"type": "image"}]})
+        parts += [positions[part], positions[part]]
+    return encode_conversation(messages, parts, processor)
+
+
+def _visual_tokenizer_fingerprint(processor) -> str:
+    """A hash of everything that decides the ids: visual tokenizer weights, vocabulary and chat template."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(processor.visual_tokenizer.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(str(len(processor.tokenizer)).encode())
+    digest.update((processor.tokenizer.chat_template or "").encode())
+    return digest.hexdigest()[:16]
+
+
+def _map_cached(
+    dataset, function, processor, name: str, settings: str, cache_dir: str | None, batch_size: int
+):
+    """`dataset.map(function)` under a fingerprint of the data, the visual tokenizer and `settings`.
+
+    The fingerprint is computed here because datasets would otherwise hash the processor (a model) by
+    pickling it, which is slow and not stable across runs.
+    """
+    fingerprint = hashlib.sha256(
+        f"{dataset._fingerprint}-{_visual_tokenizer_fingerprint(processor)}-{name}-{settings}".encode()
+    ).hexdigest()[:16]
+    cache_file = None
+    if cache_dir is not None:
+        os.makedirs(cache_dir, exist_ok=True)
+        cache_file = os.path.join(cache_dir, f"unicode-{name}-{fingerprint}.arrow")
+    return dataset.map(
+        function,
+        batched=True,
+        batch_size=batch_size,
+        remove_columns=dataset.column_names,
+        features=SFT_FEATURES,
+        new_fingerprint=fingerprint,
+        cache_file_name=cache_file,
+        load_from_cache_file=cache_file is not None,
+        desc=f"Tokenising {name} samples",
+    )
+
+
+def tokenize_conversations(
+    dataset: datasets.Dataset,
+    processor,
+    task: str = "conversation",
+    cache_dir: str | None = None,
+    batch_size: int = 64,
+) -> datasets.Dataset:
+    """Conversation records (`messages`, `images`) -> Stage II samples (`input_ids`, `assistant_masks`, `task`).
+
+    The images of a batch go through the visual tokenizer together; with `cache_dir` the result is written
+    there under a fingerprint of the data and of the visual tokenizer, and read back on the next run.
+    """
+    missing = {"messages", "images"} - set(dataset.column_names)
+    if missing:
+        raise ValueError(
+            f"Conversation datasets need the columns 'messages' and 'images'; missing {sorted(missing)} "
+            f"(columns: {dataset.column_names}). Build them with transformers_unicode.training.conversations."
+        )
+    return _map_cached(
+        dataset,
+        lambda batch: _tokenize_batch(batch, processor, task),
+        processor,
+        task,
+        settings="",
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+    )
+
+
+def _tokenize_batch(batch, processor, task):
+    images = [image for record_images in batch["images"] for image in record_images]
+    codes = list(processor.encode_images(images)) if images else []
+    output, next_image = {"input_ids": [], "assistant_masks": [], "task": []}, 0
+    for messages, record_images in zip(batch["messages"], batch["images"], strict=True):
+        record_codes = codes[next_image : next_image + len(record_images)]
+        next_image += len(record_images)
+        sample = encode_conversation(_clean_messages(messages), record_codes, processor)
+        output["input_ids"].append(sample["input_ids"])
+        output["assistant_masks"].append(sample["assistant_masks"])
+        output["task"].append(task)
+    return output
+
+
+def _clean_messages(messages: list[dict]) -> list[dict]:
+    """datasets stores every content item with both keys; the chat template wants text items to have text."""
+    return [
+        {
+            "role": turn["role"],
+            "content": [
+                {"type": "image"} if item["type"] == "image" else {"type": "text", "text": item["text"]}
+                for item in turn["content"]
+            ],
+        }
+        for turn in messages
+    ]
+
+
+def build_decompression_dataset(
+    images: datasets.Dataset,
+    processor,
+    num_segments: int = 4,
+    image_column: str = "image",
+    cache_dir: str | None = None,
+    batch_size: int = 64,
+) -> datasets.Dataset:
+    """One decompression sample per image of `images` (see [`decompression_sample`])."""
+    if image_column not in images.column_names:
+        raise ValueError(f"No {image_column!r} column in the image dataset (columns: {images.column_names}).")
+
+    def function(batch):
+        codes = processor.encode_images(batch[image_column])
+        samples = [decompression_sample(c, num_segments, processor) for c in codes]
+        return {
+            "input_ids": [s["input_ids"] for s in samples],
+            "assistant_masks": [s["assistant_masks"] for s in samples],
+            "task": ["decompression"] * len(samples),
+        }
+
+    return _map_cached(
+        images,
+        function,
+        processor,
+        "decompression",
+        settings=f"segments={num_segments}",
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+    )
+
+
+def mixture_indices(sizes: dict[str, int], ratios: dict[str, float], num_samples: int, seed: int = 0):
+    """`{part: indices}` drawing `num_samples` samples from the parts in proportion to `ratios`.
+
+    A part is repeated when its share exceeds its size (small sets are reused) and subsampled otherwise.
+    Choosing indices first lets the caller tokenise only the records that are actually used.
+    """
+    unknown = set(ratios) - set(sizes)
+    if unknown:
+        raise ValueError(
+            f"Mixture ratios name unknown parts {sorted(unknown)}; the parts are {sorted(sizes)}."
+        )
+    if any(ratio < 0 for ratio in ratios.values()) or not any(ratio > 0 for ratio in ratios.values()):
+        raise ValueError(f"Mixture ratios must be >= 0 with at least one > 0; got {ratios}.")
+    active = {name: ratio for name, ratio in ratios.items() if ratio > 0}
+    empty = [name for name in active if sizes[name] == 0]
+    if empty:
+        raise ValueError(f"Mixture parts {empty} are empty; give them data or a ratio of 0.")
+    total, rng, plan = sum(active.values()), np.random.default_rng(seed), {}
+    for name, ratio in active.items():
+        count, size = round(num_samples * ratio / total), sizes[name]
+        repeats = [rng.permutation(size) for _ in range(-(-count // size))]
+        plan[name] = np.concatenate(repeats)[:count] if count else np.zeros(0, dtype=np.int64)
+        logger.info("Stage II mixture: %d %s samples (%d distinct)", count, name, min(count, size))
+    return plan
+
+
+def mix_datasets(
+    parts: dict[str, datasets.Dataset], ratios: dict[str, float], num_samples: int, seed: int = 0
+):
+    """A shuffled mixture of `num_samples` samples of the parts, in proportion to `ratios`."""
+    plan = mixture_indices({name: len(part) for name, part in parts.items()}, ratios, num_samples, seed)
+    chosen = [parts[name].select(indices) for name, indices in plan.items()]
+    return datasets.concatenate_datasets(chosen).shuffle(seed=seed).flatten_indices()
+
+
+__all__ = [
+    "SFT_FEATURES",
+    "build_decompression_dataset",
+    "decompression_sample",
+    "encode_conversation",
+    "mix_datasets",
+    "mixture_indices",
+    "tokenize_conversations",
+]
