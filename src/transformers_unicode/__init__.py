@@ -4,6 +4,8 @@ A visual tokenizer whose codes are token ids of any causal LM (its input-embeddi
 codebook), trained with language-driven iterative codebook updates.
 """
 
+import importlib
+
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -14,7 +16,8 @@ from transformers import (
     AutoTokenizer,
 )
 
-from .data import load_digits_images, load_openmoji, render_emoji
+from .data import emoji_groups, load_digits_images, load_openmoji, render_emoji
+from .data.openmoji_conversations import openmoji_conversations
 from .evaluation import evaluate_reconstruction, psnr, ssim
 from .modeling import (
     PACKED_CODE_OFFSET,
@@ -47,6 +50,20 @@ from .modeling import (
 from .pipeline_text_to_image import UniCodeTextToImagePipeline
 from .processing import CHAT_TEMPLATE, UniCodeImageProcessor, UniCodeProcessor, UniCodeTokenizer
 from .training.callbacks import CodebookSyncCallback
+from .training.collator import UniCodeDataCollator
+from .training.conversations import (
+    InvalidRecordError,
+    conversations_to_dataset,
+    load_llava_conversations,
+    load_text_to_image_pairs,
+)
+from .training.sft_data import (
+    build_decompression_dataset,
+    decompression_sample,
+    encode_conversation,
+    mix_datasets,
+    tokenize_conversations,
+)
 from .training.stage1 import (
     TokenizerTrainerArguments,
     TokenizerTrainingArguments,
@@ -55,6 +72,15 @@ from .training.stage1 import (
 )
 
 __version__ = "0.1.0"
+
+# Stage II's recipe needs TRL (the `train` extra), so it is imported on first use, not with the package.
+_LAZY = {"SFTScriptArguments": ".training.stage2", "UniCodeSFTTrainer": ".training.stage2", "run_sft": ".training.stage2"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # Registration at import, so the Auto classes and pipelines resolve our model types.
 AutoConfig.register(UniCodeVisualTokenizerConfig.model_type, UniCodeVisualTokenizerConfig, exist_ok=True)
@@ -79,6 +105,21 @@ UniCodeProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
     "CHAT_TEMPLATE",
+    "InvalidRecordError",
+    "SFTScriptArguments",
+    "UniCodeDataCollator",
+    "UniCodeSFTTrainer",
+    "build_decompression_dataset",
+    "conversations_to_dataset",
+    "decompression_sample",
+    "emoji_groups",
+    "encode_conversation",
+    "load_llava_conversations",
+    "load_text_to_image_pairs",
+    "mix_datasets",
+    "openmoji_conversations",
+    "run_sft",
+    "tokenize_conversations",
     "PACKED_CODE_OFFSET",
     "UniCodeConfig",
     "UniCodeForCausalLM",

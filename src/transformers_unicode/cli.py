@@ -2,6 +2,7 @@
 
     transformers-unicode train-tokenizer --output_dir runs/tokenizer        # Stage I on OpenMoji + SmolLM2
     transformers-unicode train-tokenizer recipe.yaml                         # the same from a YAML file
+    transformers-unicode sft --config examples/sft_openmoji.yaml             # Stage II (TRL SFTTrainer)
 """
 
 from __future__ import annotations
@@ -19,7 +20,46 @@ EXAMPLES = {
         "  transformers-unicode train-tokenizer recipe.yaml\n"
         "  transformers-unicode train-tokenizer --output_dir runs/tokenizer --resume   # continue a stopped run\n"
     ),
+    "sft": (
+        "examples:\n"
+        "  transformers-unicode sft --config examples/sft_openmoji.yaml\n"
+        "  transformers-unicode sft --config examples/sft_openmoji.yaml --max_steps 20 --output_dir runs/try\n"
+        "  transformers-unicode sft --model_name_or_path runs/unicode --dataset llava.json --image_folder images/ \\\n"
+        "      --use_peft --lora_r 16 --output_dir runs/sft\n"
+        "  transformers-unicode sft --config examples/sft_openmoji.yaml --resume   # continue a stopped run\n"
+        "  accelerate launch --config_file examples/accelerate/ddp.yaml -m transformers_unicode.cli sft --config ...\n"
+    ),
 }
+
+
+def _sft(argv: list[str]) -> int:
+    import torch
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import ModelConfig, SFTConfig, TrlParser
+
+    from .training.stage2 import SFTScriptArguments, run_sft
+
+    parser = TrlParser(
+        (SFTScriptArguments, SFTConfig, ModelConfig),
+        prog="transformers-unicode sft",
+        description="Stage II: instruction tuning with TRL's SFTTrainer (full or LoRA), the visual tokenizer frozen.",
+        epilog=EXAMPLES["sft"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--resume", action="store_true", help="Continue from the last checkpoint in --output_dir.")
+    if not torch.cuda.is_available():  # SFTConfig defaults to bf16 on an accelerator; say CPU up front
+        parser.set_defaults(use_cpu=True, bf16=False)
+    script_args, training_args, model_args, extra = parser.parse_args_and_config(argv)[:4]
+    resume = bool(getattr(extra, "resume", False))
+    output_dir = training_args.output_dir
+    checkpoint = get_last_checkpoint(output_dir) if resume and os.path.isdir(output_dir) else None
+    if resume and checkpoint is None:
+        print(f"error: --resume found no checkpoint in {output_dir}", file=sys.stderr)
+        return 2
+    results = run_sft(script_args, training_args, model_args, resume_from_checkpoint=checkpoint)
+    if training_args.process_index == 0:
+        print(json.dumps({k: v for k, v in results.items() if k != "arguments"}, indent=2))
+    return 0
 
 
 def _train_tokenizer(argv: list[str]) -> int:
@@ -52,7 +92,7 @@ def _train_tokenizer(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train-tokenizer": _train_tokenizer}
+COMMANDS = {"train-tokenizer": _train_tokenizer, "sft": _sft}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,155 @@
+"""Measuring what Stage II teaches: answers to image questions, and images drawn from names."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+
+def normalize_answer(text: str) -> str:
+    """Case, surrounding space and final punctuation do not make an answer wrong."""
+    return re.sub(r"\s+", " ", text).strip().strip(".!").strip().casefold()
+
+
+@torch.no_grad()
+def answer_questions(
+    model, processor, conversations, max_new_tokens: int = 16, batch_size: int = 16
+) -> list[str]:
+    """Greedy answers to the first user turn of each conversation (`messages`, `images` records)."""
+    answers = []
+    records = list(conversations)
+    for begin in range(0, len(records), batch_size):
+        batch = records[begin : begin + batch_size]
+        prompts = [
+            processor.apply_chat_template(
+                [_text_items(record["messages"][0])], add_generation_prompt=True, tokenize=False
+            )
+            for record in batch
+        ]
+        images = [record["images"] for record in batch]
+        inputs = processor(images=images, text=prompts, return_tensors="pt")
+        output = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=processor.tokenizer.pad_token_id,
+        )
+        answers += processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    return [answer.strip() for answer in answers]
+
+
+def _text_items(turn: dict) -> dict:
+    content = turn["content"]
+    if isinstance(content, str):
+        return turn
+    items = [
+        {"type": "image"} if i["type"] == "image" else {"type": "text", "text": i["text"]} for i in content
+    ]
+    return {"role": turn["role"], "content": items}
+
+
+def exact_match_accuracy(predictions: list[str], references: list[str]) -> dict:
+    """Accuracy and balanced (per-class mean) accuracy, and the majority-class baseline to compare with."""
+    if len(predictions) != len(references) or not references:
+        raise ValueError(
+            f"Need as many predictions as references (>0); got {len(predictions)} and {len(references)}."
+        )
+    correct = [
+        normalize_answer(p) == normalize_answer(r) for p, r in zip(predictions, references, strict=True)
+    ]
+    classes = sorted(set(references))
+    per_class = [np.mean([c for c, r in zip(correct, references, strict=True) if r == k]) for k in classes]
+    majority = max(references.count(k) for k in classes) / len(references)
+    return {
+        "accuracy": float(np.mean(correct)),
+        "balanced_accuracy": float(np.mean(per_class)),
+        "majority_baseline": float(majority),
+        "count": len(references),
+    }
+
+
+@torch.no_grad()
+def draw(
+    model,
+    processor,
+    prompts: list[str],
+    seed: int = 0,
+    guidance_scale: float | None = None,
+    batch_size: int = 8,
+):
+    """One image per prompt through the chat template and `generate(generation_mode="image")`."""
+    images = []
+    for begin in range(0, len(prompts), batch_size):
+        texts = [
+            processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "text", "text": prompt}]}],
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+            for prompt in prompts[begin : begin + batch_size]
+        ]
+        inputs = processor(text=texts, return_tensors="pt")
+        torch.manual_seed(seed + begin)
+        output = model.generate(
+            **inputs,
+            generation_mode="image",
+            guidance_scale=guidance_scale,
+            pad_token_id=processor.tokenizer.pad_token_id,
+        )
+        images += processor.decode_images(output)  # the prompts hold no image, so each row has one span
+    return images
+
+
+def _features(images: list[Image.Image], side: int = 16) -> np.ndarray:
+    """A fixed, model-free feature space: the image at side x side in [0, 1], flattened."""
+    return np.stack(
+        [
+            np.asarray(i.convert("RGB").resize((side, side), Image.BILINEAR), dtype=np.float32).ravel() / 255
+            for i in images
+        ]
+    )
+
+
+def text_to_image_quality(
+    generated: list[Image.Image], targets: list[Image.Image], candidates: list[Image.Image]
+):
+    """How close drawn images are to the real render of the emoji they name.
+
+    `psnr` against the target render, and retrieval: the rank of the target among `candidates` (every real
+    render, targets included) by nearest neighbour in a fixed pixel feature space, as top-1/top-5 accuracy.
+    """
+    if len(generated) != len(targets):
+        raise ValueError(f"{len(generated)} generated images for {len(targets)} targets.")
+    size = targets[0].size
+    gen = np.stack([np.asarray(g.convert("RGB").resize(size), dtype=np.float64) for g in generated])
+    tgt = np.stack([np.asarray(t.convert("RGB"), dtype=np.float64) for t in targets])
+    mse = ((gen - tgt) ** 2).reshape(len(gen), -1).mean(1)
+    psnr = [10 * math.log10(255**2 / max(m, 1e-10)) for m in mse]
+    bank = _features(candidates)
+    queries, wanted = _features(generated), _features(targets)
+    target_index = np.argmin(((bank[None] - wanted[:, None]) ** 2).sum(-1), axis=1)  # the target in the bank
+    distances = ((bank[None] - queries[:, None]) ** 2).sum(-1)  # (n, N)
+    ranks = (distances < distances[np.arange(len(queries)), target_index][:, None]).sum(1)
+    return {
+        "psnr": float(np.mean(psnr)),
+        "top1": float(np.mean(ranks < 1)),
+        "top5": float(np.mean(ranks < 5)),
+        "count": len(generated),
+        "candidates": len(candidates),
+    }
+
+
+__all__ = [
+    "answer_questions",
+    "draw",
+    "exact_match_accuracy",
+    "normalize_answer",
+    "text_to_image_quality",
+]

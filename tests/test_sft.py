@@ -1,0 +1,504 @@
+"""Stage II: samples, label rules, the supervised-only loss, SFTTrainer (full, LoRA, resume, 2 processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import tiny_unicode
+from PIL import Image
+from transformers import TrainerCallback
+from trl import ModelConfig, SFTConfig
+
+from transformers_unicode import PACKED_CODE_OFFSET, CodebookSyncCallback
+from transformers_unicode.cli import main
+from transformers_unicode.data.openmoji_conversations import (
+    emoji_group_names,
+    group_question,
+    openmoji_conversations,
+)
+from transformers_unicode.evaluation.stage2 import exact_match_accuracy, text_to_image_quality
+from transformers_unicode.training.collator import UniCodeDataCollator
+from transformers_unicode.training.conversations import conversations_to_dataset
+from transformers_unicode.training.sft_data import (
+    decompression_sample,
+    encode_conversation,
+    mix_datasets,
+    mixture_indices,
+    tokenize_conversations,
+)
+from transformers_unicode.training.stage2 import SFTScriptArguments, parse_mixture, run_sft
+
+HERE = os.path.dirname(__file__)
+P = PACKED_CODE_OFFSET
+
+
+@pytest.fixture(scope="module")
+def unicode():
+    return tiny_unicode()
+
+
+# ---- the collator's label rules, on hand-made samples -------------------------------------------
+# ids: 9 = <|image_start|>, 8 = <|image_end|> (any ids work: the rules look at masks and packed ids only)
+COLLATOR_CASES = {
+    "caption: reads an image, answers text": (
+        [1, 9, P + 5, P + 7, 8, 20, 21, 30, 31, 5],
+        [0, 0, 0, 0, 0, 0, 0, 1, 1, 1],
+        [-100, -100, -100, -100, -100, -100, -100, 30, 31, 5],
+    ),
+    "text-to-image: writes an image": (
+        [1, 20, 21, 9, 40, 41, 42, 43, 8, 5],
+        [0, 0, 0, 1, 1, 1, 1, 1, 1, 1],
+        [-100, -100, -100, 9, 40, 41, 42, 43, 8, 5],
+    ),
+    "decompression: reads a part, writes its codes, twice": (
+        [9, P + 1, 8, 9, 40, 41, 8, 5, 9, P + 2, 8, 9, 42, 43, 8, 5],
+        [0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1],
+        [-100, -100, -100, 9, 40, 41, 8, 5, -100, -100, -100, 9, 42, 43, 8, 5],
+    ),
+    "a packed id inside an answer is still never a target": (
+        [1, 9, P + 3, 8, 5],
+        [0, 1, 1, 1, 1],
+        [-100, 9, -100, 8, 5],
+    ),
+    "no assistant mask: every token but read images": (
+        [1, 9, P + 3, 8, 30],
+        None,
+        [1, 9, -100, 8, 30],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(COLLATOR_CASES))
+def test_collator_label_rules(case):
+    ids, mask, expected = COLLATOR_CASES[case]
+    example = {"input_ids": ids} if mask is None else {"input_ids": ids, "assistant_masks": mask}
+    batch = UniCodeDataCollator(pad_token_id=0)([example])
+    assert batch["labels"][0].tolist() == expected
+    assert batch["input_ids"][0].tolist() == ids
+    assert batch["attention_mask"][0].tolist() == [1] * len(ids)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_collator_pads_and_never_trains_on_padding(side):
+    collator = UniCodeDataCollator(pad_token_id=0, padding_side=side, pad_to_multiple_of=4)
+    batch = collator(
+        [
+            {"input_ids": [5, 6, 7], "assistant_masks": [0, 1, 1]},
+            {"input_ids": [5, 6], "assistant_masks": [1, 1]},
+        ]
+    )
+    assert batch["input_ids"].shape == (2, 4)
+    if side == "right":
+        assert batch["input_ids"].tolist() == [[5, 6, 7, 0], [5, 6, 0, 0]]
+        assert batch["labels"].tolist() == [[-100, 6, 7, -100], [5, 6, -100, -100]]
+        assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 0, 0]]
+    else:
+        assert batch["input_ids"].tolist() == [[0, 5, 6, 7], [0, 0, 5, 6]]
+        assert batch["labels"].tolist() == [[-100, -100, 6, 7], [-100, -100, 5, 6]]
+
+
+def test_collator_errors_name_the_sample():
+    collator = UniCodeDataCollator(pad_token_id=0, max_length=3)
+    with pytest.raises(ValueError, match="Sample 1 has no input_ids"):
+        collator([{"input_ids": [1]}, {"text": "x"}])
+    with pytest.raises(ValueError, match="Sample 0: assistant_masks has 2 entries for 3"):
+        collator([{"input_ids": [1, 2, 3], "assistant_masks": [0, 1]}])
+    with pytest.raises(ValueError, match="4 tokens, more than max_length=3"):
+        collator([{"input_ids": [1, 2, 3, 4]}])
+    with pytest.raises(ValueError, match="padding_side"):
+        UniCodeDataCollator(pad_token_id=0, padding_side="middle")
+
+
+# ---- samples -------------------------------------------------------------------------------------
+def known_codes(processor):
+    """A hand-built (2, 2, 4) code map of visual ids: position p holds visual ids 4p .. 4p+3."""
+    visual_ids = processor.visual_tokenizer.codebook.visual_ids
+    return visual_ids[torch.arange(16)].view(2, 2, 4)
+
+
+def test_decompression_sample_against_known_codes(unicode):
+    _, processor = unicode
+    tokenizer, codes = processor.tokenizer, known_codes(processor)
+    sample = decompression_sample(codes, num_segments=2, processor=processor)
+    ids, mask = sample["input_ids"], sample["assistant_masks"]
+    spans = tokenizer.find_image_spans(ids)
+    assert len(spans) == 4  # read part 1, write part 1, read part 2, write part 2
+    positions = codes.view(4, 4)
+    pack = processor.visual_tokenizer.pack_codes
+    for part, rows in enumerate((positions[:2], positions[2:])):
+        (read_begin, read_end), (write_begin, write_end) = spans[2 * part], spans[2 * part + 1]
+        assert ids[read_begin:read_end] == pack(rows).tolist()  # one packed id per position (Eq. 5's x_z)
+        assert ids[write_begin:write_end] == rows.flatten().tolist()  # D codes per position, raster order
+        assert set(mask[read_begin - 1 : read_end + 1]) == {0}
+        assert set(mask[write_begin - 1 : write_end + 1]) == {1}
+    labels = UniCodeDataCollator(pad_token_id=0)([sample])["labels"][0].tolist()
+    written = [labels[i] for begin, end in spans[1::2] for i in range(begin, end)]
+    assert written == positions.flatten().tolist()  # the codes are targets
+    assert all(
+        labels[i] == -100 for begin, end in spans[0::2] for i in range(begin - 1, end + 1)
+    )  # reads are not
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+    assert text.count("ecompress part") == 2  # (the tiny vocabulary has no digits or capitals)
+    with pytest.raises(ValueError, match="num_segments must be between 1 and the 4"):
+        decompression_sample(codes, num_segments=5, processor=processor)
+
+
+def test_conversation_reads_user_images_and_writes_assistant_images(unicode):
+    _, processor = unicode
+    codes = known_codes(processor)
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is this?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "a cat"}]},
+        {"role": "user", "content": [{"type": "text", "text": "draw a cat"}]},
+        {"role": "assistant", "content": [{"type": "image"}]},
+    ]
+    sample = encode_conversation(messages, [codes, codes], processor)
+    ids, mask = sample["input_ids"], sample["assistant_masks"]
+    (read, written) = processor.tokenizer.find_image_spans(ids)
+    assert ids[read[0] : read[1]] == processor.visual_tokenizer.pack_codes(codes).flatten().tolist()
+    assert ids[written[0] : written[1]] == codes.flatten().tolist()
+    assert mask[read[0]] == 0 and mask[written[0]] == 1
+    assert processor.decode_images(ids)[0].size == (16, 16)  # both spans decode to images
+    first_answer = [
+        t for i, (t, m) in enumerate(zip(ids, mask, strict=True)) if m and read[1] < i < written[0] - 1
+    ]
+    assert processor.tokenizer.decode(first_answer, skip_special_tokens=True).strip() == "a cat"
+    with pytest.raises(ValueError, match="2 image item"):
+        encode_conversation(messages, [codes], processor)
+    with pytest.raises(ValueError, match="no assistant turn"):
+        encode_conversation(messages[:1], [codes], processor)
+
+
+def test_tokenize_conversations_is_cached_on_disk(unicode, tmp_path, monkeypatch):
+    _, processor = unicode
+    records = [
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is this?"}]},
+                {"role": "assistant", "content": "a red apple"},
+            ],
+            "images": [Image.new("RGB", (16, 16), color)],
+        }
+        for color in ("red", "blue", "white")
+    ]
+    dataset = conversations_to_dataset(records)
+    first = tokenize_conversations(dataset, processor, cache_dir=str(tmp_path))
+    assert len(first) == 3 and set(first["task"]) == {"conversation"}
+    assert len(os.listdir(tmp_path)) >= 1
+    monkeypatch.setattr(type(processor), "encode_images", lambda *a, **k: pytest.fail("re-encoded images"))
+    second = tokenize_conversations(dataset, processor, cache_dir=str(tmp_path))
+    assert second["input_ids"] == first["input_ids"]
+    with pytest.raises(ValueError, match="'messages' and 'images'"):
+        tokenize_conversations(dataset.remove_columns("images"), processor)
+
+
+def test_mixture_follows_the_ratios():
+    plan = mixture_indices({"a": 10, "b": 3}, {"a": 1, "b": 1}, num_samples=12)
+    assert len(plan["a"]) == 6 and len(plan["b"]) == 6
+    assert sorted(set(plan["b"].tolist())) == [0, 1, 2]  # a small part is repeated
+    assert len(set(plan["a"].tolist())) == 6  # a large one is subsampled without repeats
+    assert parse_mixture("caption=1, group=2.5") == {"caption": 1.0, "group": 2.5}
+    with pytest.raises(ValueError, match="unknown parts"):
+        mixture_indices({"a": 1}, {"z": 1}, 4)
+    with pytest.raises(ValueError, match="at least one > 0"):
+        mixture_indices({"a": 1}, {"a": 0}, 4)
+    with pytest.raises(ValueError, match="empty"):
+        mixture_indices({"a": 0}, {"a": 1}, 4)
+    with pytest.raises(ValueError, match="not name=ratio"):
+        parse_mixture("caption:1")
+    import datasets
+
+    mixed = mix_datasets(
+        {"a": datasets.Dataset.from_dict({"x": [0] * 5}), "b": datasets.Dataset.from_dict({"x": [1]})},
+        {"a": 3, "b": 1},
+        num_samples=8,
+    )
+    assert sorted(mixed["x"]) == [0] * 6 + [1] * 2
+
+
+def test_openmoji_conversations_carry_cldr_groups():
+    conversations = openmoji_conversations("group", split="test", size=16, limit=3)
+    assert len(conversations) == 3
+    question = conversations[0]["messages"][0]["content"]
+    assert question[0]["type"] == "image" and question[1]["text"] == group_question()
+    answers = [c["messages"][1]["content"][0]["text"] for c in conversations]
+    assert set(answers) <= set(emoji_group_names())
+    assert "Component" not in emoji_group_names() and "Animals & Nature" in emoji_group_names()
+    drawing = openmoji_conversations("text_to_image", split="test", size=16, limit=1)[0]
+    assert drawing["messages"][1]["content"] == [{"type": "image", "text": None}]
+    with pytest.raises(ValueError, match="Unknown OpenMoji task"):
+        openmoji_conversations("poetry", limit=1)
+
+
+# ---- the loss from supervised positions only -----------------------------------------------------
+def test_supervised_only_loss_equals_the_full_logits_loss(unicode):
+    model, processor = unicode
+    torch.manual_seed(0)
+    ids = torch.randint(10, 100, (2, 12))
+    labels = ids.clone()
+    labels[:, :7] = -100
+    labels[1, -2:] = -100
+    full = model(input_ids=ids, labels=labels, skip_logits=False)
+    fast = model(input_ids=ids, labels=labels, skip_logits=True)
+    assert fast.logits is None and full.logits.shape == (2, 12, model.config.text_config.vocab_size)
+    torch.testing.assert_close(fast.loss, full.loss)
+    for items in (5, 9):  # gradient accumulation: a sum over num_items_in_batch
+        torch.testing.assert_close(
+            model(input_ids=ids, labels=labels, skip_logits=True, num_items_in_batch=items).loss,
+            model(input_ids=ids, labels=labels, skip_logits=False, num_items_in_batch=items).loss,
+        )
+    model.train()
+    try:
+        assert (
+            model(input_ids=ids, labels=labels).logits is None
+        )  # training with labels: no logits by default
+        grads = []
+        for skip in (True, False):
+            model.zero_grad()
+            model(input_ids=ids, labels=labels, skip_logits=skip).loss.backward()
+            grads.append(model.lm_head.weight.grad.clone())
+        torch.testing.assert_close(grads[0], grads[1])
+    finally:
+        model.zero_grad()
+        model.eval()
+    with pytest.raises(ValueError, match="pass labels"):
+        model(input_ids=ids, skip_logits=True)
+
+
+# ---- SFTTrainer ------------------------------------------------------------------------------------
+def sft_config(out, **overrides):
+    values = dict(
+        output_dir=str(out),
+        max_steps=4,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        max_length=None,
+        disable_tqdm=True,
+        gradient_checkpointing=False,
+        seed=0,
+        data_seed=0,
+    )
+    values.update(overrides)
+    return SFTConfig(**values)
+
+
+SCRIPT = dict(
+    train_limit=16,
+    num_samples=16,
+    eval_limit=0,
+    mixture="caption=1,group=1,text_to_image=1,decompression=1",
+    decompression_segments=2,
+)
+
+
+def losses(trainer):
+    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+
+def test_full_tuning_trains_saves_and_reloads(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    model, processor = tiny_unicode()
+    before = model.lm_head.weight.clone()
+    out = {}
+    results = run_sft(
+        SFTScriptArguments(**SCRIPT),
+        sft_config(tmp_path),
+        ModelConfig(),
+        model=model,
+        processor=processor,
+        trainer_out=out,
+    )
+    curve = losses(out["trainer"])
+    assert len(curve) == 4 and all(torch.isfinite(torch.tensor(curve)))
+    assert not torch.equal(before, model.lm_head.weight)
+    assert json.loads((tmp_path / "sft_results.json").read_text())["data"]["samples"] == 16
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    AutoProcessor.from_pretrained(tmp_path)
+    torch.testing.assert_close(reloaded.lm_head.weight, model.lm_head.weight)
+    assert results["train"]["train_loss"] > 0
+
+
+def test_lora_adapters_save_load_and_merge(tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model, processor = tiny_unicode()
+    run_sft(
+        SFTScriptArguments(**SCRIPT),
+        sft_config(tmp_path),
+        ModelConfig(use_peft=True, lora_r=4, lora_alpha=8),
+        model=model,
+        processor=processor,
+    )
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    ids = torch.randint(10, 100, (1, 9))
+    with torch.no_grad():
+        base, _ = tiny_unicode()
+        untuned = base(input_ids=ids).logits
+        loaded = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+        lora = [name for name in loaded.state_dict() if "lora_" in name]
+        assert lora and all("language_model" in name for name in lora)  # never the visual tokenizer
+        tuned = loaded(input_ids=ids).logits
+        assert not torch.allclose(tuned, untuned), "the adapters changed the model"
+        merged = loaded.merge_and_unload()
+        torch.testing.assert_close(merged(input_ids=ids).logits, tuned, rtol=1e-4, atol=1e-5)
+        saved = AutoModelForCausalLM.from_pretrained(tmp_path)  # run_sft also saves the merged model
+        torch.testing.assert_close(saved(input_ids=ids).logits, tuned, rtol=1e-4, atol=1e-5)
+
+
+class Crash(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_killed_run_resumes_on_the_same_loss_curve(tmp_path):
+    args = dict(max_steps=6, save_strategy="steps", save_steps=3)
+    whole = {}
+    model, processor = tiny_unicode()
+    run_sft(
+        SFTScriptArguments(**SCRIPT),
+        sft_config(tmp_path / "a", **args),
+        ModelConfig(),
+        model=model,
+        processor=processor,
+        trainer_out=whole,
+    )
+    model, processor = tiny_unicode()
+    with pytest.raises(KeyboardInterrupt):
+        run_sft(
+            SFTScriptArguments(**SCRIPT),
+            sft_config(tmp_path / "b", **args),
+            ModelConfig(),
+            model=model,
+            processor=processor,
+            callbacks=[Crash(4)],
+        )
+    assert sorted(p for p in os.listdir(tmp_path / "b") if p.startswith("checkpoint")) == ["checkpoint-3"]
+    resumed = {}
+    model, processor = tiny_unicode()
+    run_sft(
+        SFTScriptArguments(**SCRIPT),
+        sft_config(tmp_path / "b", **args),
+        ModelConfig(),
+        model=model,
+        processor=processor,
+        resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-3"),
+        trainer_out=resumed,
+    )
+    assert losses(resumed["trainer"])[-3:] == pytest.approx(losses(whole["trainer"])[-3:], rel=1e-5)
+    for key, value in whole["trainer"].model.state_dict().items():
+        torch.testing.assert_close(resumed["trainer"].model.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_codebook_sync_callback_follows_the_tuned_table_under_sfttrainer(tmp_path):
+    model, processor = tiny_unicode()
+    codebook = model.visual_tokenizer.codebook
+    table = lambda: model.get_input_embeddings().weight[codebook.visual_ids].detach().float()  # noqa: E731
+    start = codebook.embedding.clone()
+    run_sft(
+        SFTScriptArguments(**SCRIPT),
+        sft_config(tmp_path),
+        ModelConfig(),
+        model=model,
+        processor=processor,
+        callbacks=[CodebookSyncCallback(mode="iter", sync_every=1, decay=0.5, llm=model)],
+    )
+    assert (codebook.embedding - table()).norm() < 0.2 * (start - table()).norm()  # 4 pulls of 0.5 each
+
+
+def test_two_process_sft_keeps_identical_replicas(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        os.path.join(HERE, "scripts", "ddp_sft.py"),
+        str(tmp_path),
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([os.path.join(HERE, ".."), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert rank0["world_size"] == 2
+    assert all(torch.isfinite(torch.tensor(rank0["losses"]))) and len(rank0["losses"]) == 3
+    for key, value in rank0["state"].items():
+        assert torch.equal(value, rank1["state"][key]), key
+    fresh, _ = tiny_unicode()
+    assert not torch.equal(rank0["state"]["lm_head.weight"], fresh.lm_head.weight), (
+        "training moved the weights"
+    )
+
+
+# ---- evaluation helpers and the CLI --------------------------------------------------------------
+def test_exact_match_accuracy_by_hand():
+    result = exact_match_accuracy(
+        ["Flags.", "objects", "Flags", "Symbols"], ["Flags", "Objects", "Objects", "Objects"]
+    )
+    assert result["accuracy"] == 0.5
+    assert result["balanced_accuracy"] == pytest.approx((1 + 1 / 3) / 2)
+    assert result["majority_baseline"] == 0.75
+    with pytest.raises(ValueError, match="as many predictions"):
+        exact_match_accuracy(["a"], [])
+
+
+def test_text_to_image_quality_by_hand():
+    red, blue, green = (Image.new("RGB", (8, 8), c) for c in ("red", "blue", "green"))
+    perfect = text_to_image_quality([red, blue], [red, blue], [red, blue, green])
+    assert perfect["top1"] == 1.0 and perfect["psnr"] > 90
+    swapped = text_to_image_quality([blue, red], [red, blue], [red, blue, green])
+    assert swapped["top1"] == 0.0 and swapped["top5"] == 1.0
+    assert swapped["psnr"] == pytest.approx(
+        10 * torch.log10(torch.tensor(255.0**2 / (2 * 255**2 / 3))).item(), rel=1e-6
+    )
+
+
+def test_sft_cli_errors_are_messages(tmp_path, capsys):
+    assert main(["sft", "--output_dir", str(tmp_path / "none"), "--resume"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert (
+        main(["sft", "--model_name_or_path", str(tmp_path / "missing"), "--output_dir", str(tmp_path)]) == 1
+    )
+    assert "No model folder" in capsys.readouterr().err
+    (tmp_path / "recipe.yaml").write_text(
+        "model_name_or_path: " + str(tmp_path / "missing") + "\noutput_dir: " + str(tmp_path) + "\n"
+    )
+    assert main(["sft", "--config", str(tmp_path / "recipe.yaml")]) == 1
+    assert "No model folder" in capsys.readouterr().err
+    assert main(["sft", "--no_such_flag", "1"]) != 0
+
+
+@pytest.mark.parametrize("name", ["ddp", "fsdp", "zero2", "zero3", "multi_node", "cpu_2proc"])
+def test_accelerate_configs_load(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(os.path.join(HERE, "..", "examples", "accelerate", f"{name}.yaml"))
+    assert config.num_processes >= 2
+    assert config.distributed_type.value in {"MULTI_GPU", "FSDP", "DEEPSPEED"}
+
+
+def test_public_api_exposes_stage2():
+    import transformers_unicode as tu
+
+    assert tu.run_sft is run_sft and tu.UniCodeDataCollator is UniCodeDataCollator
+    assert issubclass(tu.UniCodeSFTTrainer, __import__("trl").SFTTrainer)
