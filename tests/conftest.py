@@ -109,3 +109,35 @@ def tiny_unicode(architecture: str = "llama", quantizer: str = "rq", seed: int =
     torch.manual_seed(seed)
     visual = UniCodeVisualTokenizer.from_llm(llm, tiny_tokenizer_config(quantizer, **overrides))
     return UniCodeForCausalLM.from_llm(llm, visual, tokenizer=tiny_text_tokenizer(), return_processor=True)
+
+
+TINY_SFT_SCRIPT = dict(
+    train_limit=16, num_samples=16, eval_limit=0, decompression_segments=2,
+    mixture="caption=1,group=1,text_to_image=1,decompression=1",
+)
+
+
+def tiny_sft(output_dir, unicode=None, model_args=None, script=None, **kwargs):
+    """A few Stage II steps of a tiny UniCode on OpenMoji through `run_sft`; returns (results, trainer).
+
+    `unicode` is a (model, processor) pair (a fresh `tiny_unicode()` by default); keyword arguments that
+    `run_sft` takes (callbacks, resume_from_checkpoint) go to it, the rest override the SFTConfig.
+    """
+    from trl import ModelConfig, SFTConfig
+
+    from transformers_unicode.training.stage2 import SFTScriptArguments, run_sft
+
+    run_kwargs = {k: kwargs.pop(k) for k in ("callbacks", "resume_from_checkpoint") if k in kwargs}
+    config = dict(
+        output_dir=str(output_dir), max_steps=4, per_device_train_batch_size=4, learning_rate=1e-3, use_cpu=True,
+        bf16=False, report_to=[], logging_steps=1, save_strategy="no", max_length=None, disable_tqdm=True,
+        gradient_checkpointing=False, seed=0, data_seed=0,
+    )
+    config.update(kwargs)
+    model, processor = unicode if unicode is not None else tiny_unicode()
+    out = {}
+    results = run_sft(
+        SFTScriptArguments(**{**TINY_SFT_SCRIPT, **(script or {})}), SFTConfig(**config), model_args or ModelConfig(),
+        model=model, processor=processor, trainer_out=out, **run_kwargs,
+    )
+    return results, out["trainer"]

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 import torch
-from conftest import tiny_unicode
+from conftest import tiny_sft, tiny_unicode
 from PIL import Image
 from transformers import TrainerCallback
-from trl import ModelConfig, SFTConfig
+from trl import ModelConfig
 
 from transformers_unicode import PACKED_CODE_OFFSET, CodebookSyncCallback
 from transformers_unicode.cli import main
@@ -31,7 +31,7 @@ from transformers_unicode.training.sft_data import (
     mixture_indices,
     tokenize_conversations,
 )
-from transformers_unicode.training.stage2 import SFTScriptArguments, parse_mixture, run_sft
+from transformers_unicode.training.stage2 import parse_mixture, run_sft
 
 HERE = os.path.dirname(__file__)
 P = PACKED_CODE_OFFSET
@@ -271,36 +271,6 @@ def test_supervised_only_loss_equals_the_full_logits_loss(unicode):
 
 
 # ---- SFTTrainer ------------------------------------------------------------------------------------
-def sft_config(out, **overrides):
-    values = dict(
-        output_dir=str(out),
-        max_steps=4,
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        logging_steps=1,
-        save_strategy="no",
-        max_length=None,
-        disable_tqdm=True,
-        gradient_checkpointing=False,
-        seed=0,
-        data_seed=0,
-    )
-    values.update(overrides)
-    return SFTConfig(**values)
-
-
-SCRIPT = dict(
-    train_limit=16,
-    num_samples=16,
-    eval_limit=0,
-    mixture="caption=1,group=1,text_to_image=1,decompression=1",
-    decompression_segments=2,
-)
-
-
 def losses(trainer):
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
@@ -310,16 +280,8 @@ def test_full_tuning_trains_saves_and_reloads(tmp_path):
 
     model, processor = tiny_unicode()
     before = model.lm_head.weight.clone()
-    out = {}
-    results = run_sft(
-        SFTScriptArguments(**SCRIPT),
-        sft_config(tmp_path),
-        ModelConfig(),
-        model=model,
-        processor=processor,
-        trainer_out=out,
-    )
-    curve = losses(out["trainer"])
+    results, trainer = tiny_sft(tmp_path, unicode=(model, processor))
+    curve = losses(trainer)
     assert len(curve) == 4 and all(torch.isfinite(torch.tensor(curve)))
     assert not torch.equal(before, model.lm_head.weight)
     assert json.loads((tmp_path / "sft_results.json").read_text())["data"]["samples"] == 16
@@ -333,14 +295,7 @@ def test_lora_adapters_save_load_and_merge(tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    model, processor = tiny_unicode()
-    run_sft(
-        SFTScriptArguments(**SCRIPT),
-        sft_config(tmp_path),
-        ModelConfig(use_peft=True, lora_r=4, lora_alpha=8),
-        model=model,
-        processor=processor,
-    )
+    tiny_sft(tmp_path, model_args=ModelConfig(use_peft=True, lora_r=4, lora_alpha=8))
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     ids = torch.randint(10, 100, (1, 9))
     with torch.no_grad():
@@ -357,6 +312,20 @@ def test_lora_adapters_save_load_and_merge(tmp_path):
         torch.testing.assert_close(saved(input_ids=ids).logits, tuned, rtol=1e-4, atol=1e-5)
 
 
+def test_lora_on_every_linear_layer_of_the_llm_only(tmp_path):
+    _, trainer = tiny_sft(
+        tmp_path,
+        model_args=ModelConfig(use_peft=True, lora_r=4, lora_target_modules=["all-linear"]),
+        script={"merge_lora": False},
+        max_steps=1,
+        save_strategy="no",
+    )
+    adapted = {
+        n.split(".lora_")[0].rsplit(".", 1)[-1] for n, _ in trainer.model.named_parameters() if "lora_" in n
+    }
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
 class Crash(TrainerCallback):
     def __init__(self, step):
         self.step = step
@@ -367,42 +336,17 @@ class Crash(TrainerCallback):
 
 
 def test_killed_run_resumes_on_the_same_loss_curve(tmp_path):
-    args = dict(max_steps=6, save_strategy="steps", save_steps=3)
-    whole = {}
-    model, processor = tiny_unicode()
-    run_sft(
-        SFTScriptArguments(**SCRIPT),
-        sft_config(tmp_path / "a", **args),
-        ModelConfig(),
-        model=model,
-        processor=processor,
-        trainer_out=whole,
-    )
-    model, processor = tiny_unicode()
+    schedule = dict(max_steps=6, save_strategy="steps", save_steps=3)
+    _, whole = tiny_sft(tmp_path / "a", **schedule)
     with pytest.raises(KeyboardInterrupt):
-        run_sft(
-            SFTScriptArguments(**SCRIPT),
-            sft_config(tmp_path / "b", **args),
-            ModelConfig(),
-            model=model,
-            processor=processor,
-            callbacks=[Crash(4)],
-        )
+        tiny_sft(tmp_path / "b", callbacks=[Crash(4)], **schedule)
     assert sorted(p for p in os.listdir(tmp_path / "b") if p.startswith("checkpoint")) == ["checkpoint-3"]
-    resumed = {}
-    model, processor = tiny_unicode()
-    run_sft(
-        SFTScriptArguments(**SCRIPT),
-        sft_config(tmp_path / "b", **args),
-        ModelConfig(),
-        model=model,
-        processor=processor,
-        resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-3"),
-        trainer_out=resumed,
+    _, resumed = tiny_sft(
+        tmp_path / "b", resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-3"), **schedule
     )
-    assert losses(resumed["trainer"])[-3:] == pytest.approx(losses(whole["trainer"])[-3:], rel=1e-5)
-    for key, value in whole["trainer"].model.state_dict().items():
-        torch.testing.assert_close(resumed["trainer"].model.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+    assert losses(resumed)[-3:] == pytest.approx(losses(whole)[-3:], rel=1e-5)
+    for key, value in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=1e-5, atol=1e-6)
 
 
 def test_codebook_sync_callback_follows_the_tuned_table_under_sfttrainer(tmp_path):
@@ -410,12 +354,9 @@ def test_codebook_sync_callback_follows_the_tuned_table_under_sfttrainer(tmp_pat
     codebook = model.visual_tokenizer.codebook
     table = lambda: model.get_input_embeddings().weight[codebook.visual_ids].detach().float()  # noqa: E731
     start = codebook.embedding.clone()
-    run_sft(
-        SFTScriptArguments(**SCRIPT),
-        sft_config(tmp_path),
-        ModelConfig(),
-        model=model,
-        processor=processor,
+    tiny_sft(
+        tmp_path,
+        unicode=(model, processor),
         callbacks=[CodebookSyncCallback(mode="iter", sync_every=1, decay=0.5, llm=model)],
     )
     assert (codebook.embedding - table()).norm() < 0.2 * (start - table()).norm()  # 4 pulls of 0.5 each
