@@ -49,3 +49,28 @@ def test_assemble_save_reload_caption_and_draw(tmp_path):
     )
     images = processor.decode_images(ids)
     assert len(images) == 1 and images[0].size == (64, 64)
+
+
+def test_stage2_cli_on_the_embedded_default(tmp_path, capsys):
+    """`transformers-unicode sft` from a Stage I tokenizer folder: assemble with SmolLM2, LoRA, evaluate."""
+    import json
+
+    from transformers_unicode.cli import main
+
+    llm, llm_tokenizer = load_llm("embedded")
+    visual = UniCodeVisualTokenizer.from_llm(llm, TokenizerTrainingArguments().tokenizer_config(), tokenizer=llm_tokenizer)
+    visual.save_pretrained(tmp_path / "tokenizer")
+    del llm
+    out = tmp_path / "sft"
+    flags = ["sft", "--model_name_or_path", str(tmp_path / "tokenizer"), "--output_dir", str(out), "--max_steps", "2",
+             "--per_device_train_batch_size", "2", "--num_samples", "4", "--train_limit", "8", "--eval_limit", "2",
+             "--eval_draw_limit", "1", "--use_peft", "--lora_r", "4", "--gradient_checkpointing", "false",
+             "--max_length", "None", "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true"]
+    assert main(flags) == 0
+    results = json.loads((out / "sft_results.json").read_text())
+    assert {"before", "after", "train"} <= set(results)
+    assert 0 <= results["after"]["held_out_group"]["accuracy"] <= 1
+    assert results["after"]["text_to_image"]["count"] == 1
+    assert '"held_out_group"' in capsys.readouterr().out
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert type(model).__name__ == "UniCodeForCausalLM" and (out / "adapter" / "adapter_config.json").is_file()

@@ -443,3 +443,23 @@ def test_public_api_exposes_stage2():
 
     assert tu.run_sft is run_sft and tu.UniCodeDataCollator is UniCodeDataCollator
     assert issubclass(tu.UniCodeSFTTrainer, __import__("trl").SFTTrainer)
+
+
+def test_sft_cli_trains_a_saved_model_from_a_yaml_recipe(tmp_path, capsys):
+    model, processor = tiny_unicode()
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"model_name_or_path: {tmp_path / 'model'}\noutput_dir: {tmp_path / 'out'}\nmax_steps: 2\n"
+        "per_device_train_batch_size: 4\nnum_samples: 8\ntrain_limit: 8\neval_limit: 0\n"
+        "mixture: caption=1,text_to_image=1\ngradient_checkpointing: false\nmax_length: null\nreport_to: none\n"
+        "save_steps: 1\ndisable_tqdm: true\n"
+    )
+    assert main(["sft", "--config", str(recipe)]) == 0
+    assert '"samples": 8' in capsys.readouterr().out
+    assert (tmp_path / "out" / "checkpoint-2").is_dir()
+    assert (
+        main(["sft", "--config", str(recipe), "--max_steps", "3", "--resume"]) == 0
+    )  # flags override the file
+    assert (tmp_path / "out" / "checkpoint-3").is_dir()
