@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import datasets
 import numpy as np
 import torch
+from PIL import Image
 from transformers import AutoConfig, Trainer
 from transformers.utils import logging
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
@@ -252,6 +253,15 @@ def evaluate_openmoji(model, processor, script_args: SFTScriptArguments) -> dict
     picked = train.shuffle(seed=1).select(range(min(script_args.eval_draw_limit, len(train))))
     drawn = draw(model, processor, [TEXT_TO_IMAGE_PROMPT.format(name=n) for n in picked["name"]], seed=0)
     quality = text_to_image_quality(drawn, list(picked["image"]), list(train["image"]))
+    # What PSNR means here: a blank canvas and the average of all renders, scored against the same targets.
+    blank = [Image.new("RGB", drawn[0].size, "white")] * len(drawn)
+    average = Image.fromarray(
+        np.mean([np.asarray(i, dtype=np.float64) for i in train["image"]], axis=0).astype(np.uint8)
+    )
+    quality["reference_psnr"] = {
+        "white_image": text_to_image_quality(blank, list(picked["image"]), blank[:1])["psnr"],
+        "mean_image": text_to_image_quality([average] * len(drawn), list(picked["image"]), [average])["psnr"],
+    }
     model.train(was_training)
     return {"held_out_group": group, "text_to_image": quality, "seconds": time.perf_counter() - start}, drawn
 
