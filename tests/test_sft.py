@@ -23,7 +23,7 @@ from transformers_unicode.data.openmoji_conversations import (
 )
 from transformers_unicode.evaluation.stage2 import exact_match_accuracy, text_to_image_quality
 from transformers_unicode.training.collator import UniCodeDataCollator
-from transformers_unicode.training.conversations import conversations_to_dataset
+from transformers_unicode.training.conversations import InvalidRecordError, conversations_to_dataset
 from transformers_unicode.training.sft_data import (
     decompression_sample,
     encode_conversation,
@@ -31,7 +31,7 @@ from transformers_unicode.training.sft_data import (
     mixture_indices,
     tokenize_conversations,
 )
-from transformers_unicode.training.stage2 import parse_mixture, run_sft
+from transformers_unicode.training.stage2 import DEFAULT_MIXTURE, parse_mixture, run_sft
 
 HERE = os.path.dirname(__file__)
 P = PACKED_CODE_OFFSET
@@ -463,3 +463,51 @@ def test_sft_cli_trains_a_saved_model_from_a_yaml_recipe(tmp_path, capsys):
         main(["sft", "--config", str(recipe), "--max_steps", "3", "--resume"]) == 0
     )  # flags override the file
     assert (tmp_path / "out" / "checkpoint-3").is_dir()
+
+
+def write_llava(folder, records):
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    for color in ("red", "blue", "green"):
+        Image.new("RGB", (16, 16), color).save(folder / "images" / f"{color}.png")
+    (folder / "chat.json").write_text(json.dumps(records))
+    return str(folder / "chat.json"), str(folder / "images")
+
+
+LLAVA = [
+    {
+        "id": f"ok-{color}",
+        "image": f"{color}.png",
+        "conversations": [
+            {"from": "human", "value": "<image>\nwhat is this?"},
+            {"from": "gpt", "value": f"a {color} square"},
+        ],
+    }
+    for color in ("red", "blue", "green")
+] + [
+    {
+        "id": "broken",
+        "image": "missing.png",
+        "conversations": [
+            {"from": "human", "value": "<image>\nwhat is this?"},
+            {"from": "gpt", "value": "nothing"},
+        ],
+    }
+]
+
+
+def test_sft_on_llava_json_skips_and_counts_bad_records(tmp_path):
+    json_file, image_folder = write_llava(tmp_path, LLAVA)
+    script = {
+        "dataset": json_file,
+        "image_folder": image_folder,
+        "num_samples": 8,
+        "mixture": DEFAULT_MIXTURE,
+    }
+    with pytest.raises(InvalidRecordError, match="broken"):
+        tiny_sft(tmp_path / "strict", script=script, max_steps=1)
+    results, trainer = tiny_sft(
+        tmp_path / "out", script={**script, "skip_invalid_records": True}, max_steps=2
+    )
+    report = results["data"]["records"]["conversation"]
+    assert report["total"] == 4 and report["kept"] == 3 and [s[1] for s in report["skipped"]] == ["broken"]
+    assert results["data"]["samples"] == 8 and len(losses(trainer)) == 2

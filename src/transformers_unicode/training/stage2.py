@@ -31,6 +31,7 @@ from .sft_data import build_decompression_dataset, mixture_indices, tokenize_con
 logger = logging.get_logger(__name__)
 
 DEFAULT_MIXTURE = "caption=1,group=2,subgroup=0.5,text_to_image=2,decompression=0.5"
+LLAVA_DEFAULT_MIXTURE = "conversation=1,decompression=0.25"
 
 
 @dataclass
@@ -57,7 +58,8 @@ class SFTScriptArguments:
     mixture: str = field(
         default=DEFAULT_MIXTURE,
         metadata={
-            "help": "Sampling ratios, name=ratio: caption, group, subgroup, text_to_image, decompression, conversation."
+            "help": "Sampling ratios, name=ratio. OpenMoji: caption, group, subgroup, text_to_image, decompression; "
+            "your data: conversation, text_to_image, decompression (default conversation=1,decompression=0.25)."
         },
     )
     num_samples: int = field(
@@ -172,6 +174,11 @@ def build_sft_dataset(
     The mixture is drawn first and only the records it uses are tokenised: a bounded run on a large
     source does not pay for encoding every image.
     """
+    if script_args.mixture == DEFAULT_MIXTURE and script_args.dataset != "openmoji":
+        # The default names OpenMoji's tasks; for a user's data it means: all of it, plus decompression.
+        script_args.mixture = LLAVA_DEFAULT_MIXTURE + (
+            ",text_to_image=1" if script_args.text_to_image else ""
+        )
     ratios = parse_mixture(script_args.mixture)
     sources: dict[str, datasets.Dataset] = {}  # conversation records, or images for decompression
     images = None
@@ -195,7 +202,6 @@ def build_sft_dataset(
             skip_invalid=script_args.skip_invalid_records,
             report=report.setdefault("conversation", {}),
         )
-        ratios.setdefault("conversation", 1.0)
     if script_args.text_to_image is not None:
         from .conversations import load_text_to_image_pairs
 
@@ -208,9 +214,10 @@ def build_sft_dataset(
             pairs = sources["text_to_image"]
             images = pairs.map(lambda r: {"image": r["images"][0]}, remove_columns=pairs.column_names)
     if ratios.get("decompression", 0) > 0:
-        if images is None:
-            raise ValueError(
-                "Decompression samples need images: give --text_to_image or set decompression=0."
+        if images is None:  # the first image of each conversation that has one
+            records = sources["conversation"]
+            images = records.filter(lambda r: len(r["images"]) > 0).map(
+                lambda r: {"image": r["images"][0]}, remove_columns=records.column_names
             )
         sources["decompression"] = images
     plan = mixture_indices(
