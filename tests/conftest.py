@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
 
 from transformers_unicode import UniCodeVisualTokenizer, UniCodeVisualTokenizerConfig
 
@@ -141,3 +141,14 @@ def tiny_sft(output_dir, unicode=None, model_args=None, script=None, **kwargs):
         model=model, processor=processor, trainer_out=out, **run_kwargs,
     )
     return results, out["trainer"]
+
+
+class StopAt(TrainerCallback):
+    """Simulates a crash: raises once training passes `step` (for the resume tests)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt

@@ -9,9 +9,8 @@ import sys
 
 import pytest
 import torch
-from conftest import tiny_sft, tiny_unicode
+from conftest import StopAt, tiny_sft, tiny_unicode
 from PIL import Image
-from transformers import TrainerCallback
 from trl import ModelConfig
 
 from transformers_unicode import PACKED_CODE_OFFSET, CodebookSyncCallback
@@ -326,20 +325,11 @@ def test_lora_on_every_linear_layer_of_the_llm_only(tmp_path):
     assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
-class Crash(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt
-
-
 def test_killed_run_resumes_on_the_same_loss_curve(tmp_path):
     schedule = dict(max_steps=6, save_strategy="steps", save_steps=3)
     _, whole = tiny_sft(tmp_path / "a", **schedule)
     with pytest.raises(KeyboardInterrupt):
-        tiny_sft(tmp_path / "b", callbacks=[Crash(4)], **schedule)
+        tiny_sft(tmp_path / "b", callbacks=[StopAt(4)], **schedule)
     assert sorted(p for p in os.listdir(tmp_path / "b") if p.startswith("checkpoint")) == ["checkpoint-3"]
     _, resumed = tiny_sft(
         tmp_path / "b", resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-3"), **schedule

@@ -6,8 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import tiny_llm
-from transformers import TrainerCallback
+from conftest import StopAt, tiny_llm
 
 from transformers_unicode import UniCodeVisualTokenizer
 from transformers_unicode.cli import main
@@ -34,17 +33,6 @@ def trainer_args(output_dir, **overrides):
                   logging_steps=2, disable_tqdm=True, seed=0)
     values.update(overrides)
     return TokenizerTrainerArguments(**values)
-
-
-class StopAt(TrainerCallback):
-    """Simulates a crash: raises once training passes `step`."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt
 
 
 def test_training_writes_a_loadable_tokenizer_and_metrics(tmp_path):
