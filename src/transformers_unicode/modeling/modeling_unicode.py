@@ -234,8 +234,8 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             works; spans are recognised from the ids themselves.
         skip_logits (`bool`, *optional*): compute the loss from the supervised positions only and return no
             logits. Defaults to `True` in training mode when `labels` are given (Liger's convention): the
-            vocabulary-wide head then runs on the answer tokens alone, which is most of a small model's step
-            on samples that mostly read (see benchmarks/sft_head.py).
+            vocabulary-wide head then runs on the answer tokens alone, and its logits never span the whole
+            sequence (SmolLM2 on a CPU: 1.13-1.16x faster steps, benchmarks/sft_head.py).
         """
         outputs = self.model(
             input_ids=input_ids,
