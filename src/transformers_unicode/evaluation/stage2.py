@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import math
 import re
 
 import numpy as np
 import torch
 from PIL import Image
+from scipy.spatial.distance import cdist
+from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from ..training.conversations import chat_messages
+from .images import score_image_pairs
+from .reconstruction import psnr
+from .retrieval import image_features, retrieval_accuracy
 
 logger = logging.get_logger(__name__)
 
@@ -22,12 +26,15 @@ def normalize_answer(text: str) -> str:
 
 @torch.no_grad()
 def answer_questions(
-    model, processor, conversations, max_new_tokens: int = 16, batch_size: int = 16
+    model, processor, conversations, max_new_tokens: int = 16, batch_size: int = 16, desc: str | None = None
 ) -> list[str]:
-    """Greedy answers to the first user turn of each conversation (`messages`, `images` records)."""
+    """Greedy answers to the first user turn of each conversation (`messages`, `images` records).
+
+    `desc` shows a progress bar with that title.
+    """
     answers = []
     records = list(conversations)
-    for begin in range(0, len(records), batch_size):
+    for begin in tqdm(range(0, len(records), batch_size), desc=desc, disable=desc is None, unit="batch"):
         batch = records[begin : begin + batch_size]
         prompts = [
             processor.apply_chat_template(
@@ -75,10 +82,14 @@ def draw(
     seed: int = 0,
     guidance_scale: float | None = None,
     batch_size: int = 8,
+    desc: str | None = None,
 ):
-    """One image per prompt through the chat template and `generate(generation_mode="image")`."""
+    """One image per prompt through the chat template and `generate(generation_mode="image")`.
+
+    `desc` shows a progress bar with that title.
+    """
     images = []
-    for begin in range(0, len(prompts), batch_size):
+    for begin in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=desc is None, unit="batch"):
         texts = [
             processor.apply_chat_template(
                 [{"role": "user", "content": [{"type": "text", "text": prompt}]}],
@@ -99,40 +110,27 @@ def draw(
     return images
 
 
-def _features(images: list[Image.Image], side: int = 16) -> np.ndarray:
-    """A fixed, model-free feature space: the image at side x side in [0, 1], flattened."""
-    return np.stack(
-        [
-            np.asarray(i.convert("RGB").resize((side, side), Image.BILINEAR), dtype=np.float32).ravel() / 255
-            for i in images
-        ]
-    )
-
-
 def text_to_image_quality(
     generated: list[Image.Image], targets: list[Image.Image], candidates: list[Image.Image]
 ):
     """How close drawn images are to the real render of the emoji they name.
 
-    `psnr` against the target render, and retrieval: the rank of the target among `candidates` (every real
-    render, targets included) by nearest neighbour in a fixed pixel feature space, as top-1/top-5 accuracy.
+    `psnr` against the target render (the drawing resized to it), and retrieval: the rank of the target among
+    `candidates` (every real render, targets included) by nearest neighbour in the fixed `image_features`
+    space, as top-1/top-5 accuracy.
     """
     if len(generated) != len(targets):
         raise ValueError(f"{len(generated)} generated images for {len(targets)} targets.")
-    size = targets[0].size
-    gen = np.stack([np.asarray(g.convert("RGB").resize(size), dtype=np.float64) for g in generated])
-    tgt = np.stack([np.asarray(t.convert("RGB"), dtype=np.float64) for t in targets])
-    mse = ((gen - tgt) ** 2).reshape(len(gen), -1).mean(1)
-    psnr = [10 * math.log10(255**2 / max(m, 1e-10)) for m in mse]
-    bank = _features(candidates)
-    queries, wanted = _features(generated), _features(targets)
-    target_index = np.argmin(((bank[None] - wanted[:, None]) ** 2).sum(-1), axis=1)  # the target in the bank
-    distances = ((bank[None] - queries[:, None]) ** 2).sum(-1)  # (n, N)
-    ranks = (distances < distances[np.arange(len(queries)), target_index][:, None]).sum(1)
+    resized = [g.convert("RGB").resize(t.size) for g, t in zip(generated, targets, strict=True)]
+    scores = score_image_pairs(psnr, resized, targets)
+    bank = image_features(candidates)
+    # Each target's own entry in the bank (its nearest render), which then labels both it and its drawing.
+    target_index = cdist(image_features(targets), bank).argmin(axis=1)
+    ranking = retrieval_accuracy(image_features(generated), target_index, bank, range(len(bank)), k=(1, 5))
     return {
-        "psnr": float(np.mean(psnr)),
-        "top1": float(np.mean(ranks < 1)),
-        "top5": float(np.mean(ranks < 5)),
+        "psnr": float(np.mean(scores)),
+        "top1": ranking["top1"],
+        "top5": ranking["top5"],
         "count": len(generated),
         "candidates": len(candidates),
     }
