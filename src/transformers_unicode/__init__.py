@@ -18,7 +18,9 @@ from transformers import (
 
 from .data import emoji_groups, load_digits_images, load_openmoji, render_emoji
 from .data.openmoji_conversations import openmoji_conversations
-from .evaluation import evaluate_reconstruction, psnr, ssim
+from .evaluation import evaluate_reconstruction, load_metric, psnr, ssim
+from .evaluation.suite import EvaluationArguments, evaluate_unicode
+from .loading import load_unicode_folder
 from .modeling import (
     PACKED_CODE_OFFSET,
     HierarchicalQuantizer,
@@ -49,7 +51,7 @@ from .modeling import (
 )
 from .pipeline_text_to_image import UniCodeTextToImagePipeline
 from .processing import CHAT_TEMPLATE, UniCodeImageProcessor, UniCodeProcessor, UniCodeTokenizer
-from .training.callbacks import CodebookSyncCallback
+from .training.callbacks import CodebookSyncCallback, TimeBudgetCallback
 from .training.collator import UniCodeDataCollator
 from .training.conversations import (
     InvalidRecordError,
@@ -57,6 +59,7 @@ from .training.conversations import (
     load_llava_conversations,
     load_text_to_image_pairs,
 )
+from .training.quickstart import QuickstartArguments, run_quickstart
 from .training.sft_data import (
     build_decompression_dataset,
     decompression_sample,
@@ -105,6 +108,13 @@ UniCodeProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
     "CHAT_TEMPLATE",
+    "EvaluationArguments",
+    "QuickstartArguments",
+    "TimeBudgetCallback",
+    "evaluate_unicode",
+    "load_metric",
+    "load_unicode_folder",
+    "run_quickstart",
     "InvalidRecordError",
     "SFTScriptArguments",
     "UniCodeDataCollator",

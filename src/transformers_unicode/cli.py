@@ -1,8 +1,16 @@
 """`transformers-unicode`: the command line of transformers_unicode.
 
+    transformers-unicode quickstart --out runs/quickstart                    # both stages + evaluation
     transformers-unicode train-tokenizer --output_dir runs/tokenizer        # Stage I on OpenMoji + SmolLM2
-    transformers-unicode train-tokenizer recipe.yaml                         # the same from a YAML file
     transformers-unicode sft --config examples/sft_openmoji.yaml             # Stage II (TRL SFTTrainer)
+    transformers-unicode eval runs/quickstart/model                          # the report of any saved model
+    transformers-unicode caption emoji.png                                   # ask about an image
+    transformers-unicode generate "Draw the emoji: red apple." --out apple.png
+    transformers-unicode reconstruct emoji.png --out round_trip.png         # image -> LLM ids -> image
+    transformers-unicode space runs/quickstart/model                         # the Gradio demo
+
+Exit codes: 0 done; 1 the command failed while running (a message says why); 2 bad arguments or a
+missing input (a message says which).
 """
 
 from __future__ import annotations
@@ -12,7 +20,42 @@ import json
 import os
 import sys
 
+DEFAULT_MODEL = os.path.join("runs", "quickstart", "model")
+
 EXAMPLES = {
+    "quickstart": (
+        "examples:\n"
+        "  transformers-unicode quickstart --out runs/quickstart                 # ~25 min on 2 CPU cores\n"
+        "  transformers-unicode quickstart --out runs/quickstart --resume        # continue where it stopped\n"
+        "  transformers-unicode quickstart --out runs/small --budget_minutes 10  # bound the wall-clock time\n"
+        "  transformers-unicode quickstart --out runs/big --tokenizer_steps 5000 --sft_steps 2000  # on a GPU\n"
+    ),
+    "eval": (
+        "examples:\n"
+        "  transformers-unicode eval runs/quickstart/model\n"
+        "  transformers-unicode eval runs/sft --out runs/sft-eval --question_limit 374 --prompt_limit 32\n"
+        "  transformers-unicode eval runs/quickstart/model --inception_path inception-2015-12-05.pt  # adds rFID\n"
+    ),
+    "caption": (
+        "examples:\n"
+        "  transformers-unicode caption emoji.png\n"
+        "  transformers-unicode caption emoji.png --question 'Which CLDR group is this emoji in?' --model runs/sft\n"
+    ),
+    "generate": (
+        "examples:\n"
+        "  transformers-unicode generate 'Draw the emoji: red apple.' --out apple.png\n"
+        "  transformers-unicode generate 'Draw the emoji: cat face.' --out cat.png --guidance_scale 3 --seed 7\n"
+    ),
+    "reconstruct": (
+        "examples:\n"
+        "  transformers-unicode reconstruct emoji.png --out round_trip.png\n"
+        "  transformers-unicode reconstruct emoji.png --out round_trip.png --model runs/tokenizer\n"
+    ),
+    "space": (
+        "examples:\n"
+        "  transformers-unicode space runs/quickstart/model\n"
+        "  transformers-unicode space runs/quickstart/model --port 7861 --host 0.0.0.0\n"
+    ),
     "train-tokenizer": (
         "examples:\n"
         "  transformers-unicode train-tokenizer --output_dir runs/tokenizer\n"
@@ -46,7 +89,9 @@ def _sft(argv: list[str]) -> int:
         epilog=EXAMPLES["sft"],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--resume", action="store_true", help="Continue from the last checkpoint in --output_dir.")
+    parser.add_argument(
+        "--resume", action="store_true", help="Continue from the last checkpoint in --output_dir."
+    )
     if not torch.cuda.is_available():  # SFTConfig defaults to bf16 on an accelerator; say CPU up front
         parser.set_defaults(use_cpu=True, bf16=False)
     script_args, training_args, model_args, extra = parser.parse_args_and_config(argv)[:4]
@@ -75,7 +120,9 @@ def _train_tokenizer(argv: list[str]) -> int:
         epilog=EXAMPLES["train-tokenizer"],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--resume", action="store_true", help="Continue from the last checkpoint in --output_dir.")
+    parser.add_argument(
+        "--resume", action="store_true", help="Continue from the last checkpoint in --output_dir."
+    )
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
         model_args, trainer_args = parser.parse_yaml_file(argv[0])
         resume = False
@@ -92,7 +139,274 @@ def _train_tokenizer(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train-tokenizer": _train_tokenizer, "sft": _sft}
+class UsageError(Exception):
+    """Bad arguments or a missing input: exit code 2."""
+
+
+def _parser(command: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog=f"transformers-unicode {command}",
+        description=description,
+        epilog=EXAMPLES[command],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _quickstart(argv: list[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from .evaluation.suite import EvaluationArguments
+    from .training.quickstart import QuickstartArguments, run_quickstart
+
+    parser = HfArgumentParser(
+        (QuickstartArguments, EvaluationArguments),
+        prog="transformers-unicode quickstart",
+        description="The main job on the embedded default: Stage I (visual tokenizer, SmolLM2 codebook), Stage II "
+        "(LoRA on the OpenMoji mixture), the evaluation, report.json and PNG sheets.",
+        epilog=EXAMPLES["quickstart"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    try:
+        args, evaluation = parser.parse_args_into_dataclasses(argv)
+    except ValueError as error:  # unknown flags, values the dataclasses refuse
+        raise UsageError(str(error)) from None
+    try:
+        report = run_quickstart(args, evaluation)
+    except FileExistsError as error:
+        raise UsageError(str(error)) from None
+    print(json.dumps({"headline": report["headline"], "targets": report["targets"]}, indent=2))
+    print(f"report: {os.path.join(args.out, 'report.json')}; model: {report['files']['model']}")
+    return 0
+
+
+def _model_folder(folder: str) -> str:
+    if not os.path.isdir(folder):
+        hint = " (run `transformers-unicode quickstart` first)" if folder == DEFAULT_MODEL else ""
+        raise UsageError(f"No model folder at {folder!r}{hint}; pass --model FOLDER")
+    if not os.path.exists(os.path.join(folder, "config.json")):
+        raise UsageError(f"{folder!r} has no config.json: it is not a saved model folder")
+    return folder
+
+
+def _load_unicode(folder: str):
+    from .loading import ModelFolderError, load_unicode_folder
+
+    try:
+        return load_unicode_folder(folder)
+    except ModelFolderError as error:
+        hint = (
+            " (run `transformers-unicode quickstart` first, or pass --model FOLDER)"
+            if folder == DEFAULT_MODEL
+            else ""
+        )
+        raise UsageError(f"{error}{hint}") from None
+
+
+def _open_image(path: str):
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise UsageError(f"no image file at {path!r}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except (UnidentifiedImageError, OSError) as error:
+        raise UsageError(f"cannot read {path!r} as an image ({error}); give a PNG or JPEG file") from None
+
+
+def _output_path(path: str) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"the folder of --out {path!r} does not exist")
+    if not path.lower().endswith((".png", ".jpg", ".jpeg", ".webp")):
+        raise UsageError(f"--out {path!r} should end in .png, .jpg or .webp")
+    return path
+
+
+def _eval(argv: list[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from .evaluation.suite import EvaluationArguments, evaluate_unicode, headline
+    from .training.io import atomic_write_json
+
+    parser = HfArgumentParser(
+        EvaluationArguments,
+        prog="transformers-unicode eval",
+        description="Evaluate a saved UniCode model folder on the embedded default (held-out OpenMoji): "
+        "reconstruction, understanding, generation. Writes report.json and PNG sheets.",
+        epilog=EXAMPLES["eval"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("folder", help="A UniCode model folder (e.g. runs/quickstart/model).")
+    parser.add_argument(
+        "--out", default=None, help="Where report.json and the sheets go (default: FOLDER/eval)."
+    )
+    try:
+        evaluation, extra = parser.parse_args_into_dataclasses(argv)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    model, processor = _load_unicode(extra.folder)
+    out = extra.out or os.path.join(extra.folder, "eval")
+    report = evaluate_unicode(model, processor, evaluation, output_dir=out)
+    report["headline"] = headline(report)
+    atomic_write_json(os.path.join(out, "report.json"), report)
+    print(json.dumps(report["headline"], indent=2))
+    print(f"report: {os.path.join(out, 'report.json')}")
+    return 0
+
+
+def _caption(argv: list[str]) -> int:
+    from .data.openmoji_conversations import CAPTION_QUESTION
+
+    parser = _parser("caption", "Answer a question about an image (by default: name the emoji).")
+    parser.add_argument("image", help="An image file (PNG, JPEG, ...).")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"A UniCode model folder (default {DEFAULT_MODEL})."
+    )
+    parser.add_argument("--question", default=CAPTION_QUESTION, help=f"default: {CAPTION_QUESTION!r}")
+    parser.add_argument("--max_new_tokens", type=int, default=32)
+    args = parser.parse_args(argv)
+    if not args.question.strip():
+        raise UsageError("--question is empty")
+    if args.max_new_tokens < 1:
+        raise UsageError("--max_new_tokens must be at least 1")
+    image = _open_image(args.image)
+    model, processor = _load_unicode(args.model)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": args.question}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    inputs = processor(images=image, text=prompt, return_tensors="pt")
+    output = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
+    print(processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+    return 0
+
+
+def _generate(argv: list[str]) -> int:
+    import torch
+
+    parser = _parser("generate", "Draw an image from a text prompt (generate with generation_mode='image').")
+    parser.add_argument("prompt", help="What to draw, e.g. 'Draw the emoji: red apple.'")
+    parser.add_argument("--out", required=True, help="The PNG/JPEG file to write.")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"A UniCode model folder (default {DEFAULT_MODEL})."
+    )
+    parser.add_argument(
+        "--guidance_scale", type=float, default=None, help="Classifier-free guidance (> 1 to use it)."
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale", type=int, default=4, help="Enlarge the picture this many times (nearest).")
+    args = parser.parse_args(argv)
+    if not args.prompt.strip():
+        raise UsageError("the prompt is empty")
+    if args.scale < 1:
+        raise UsageError("--scale must be at least 1")
+    out = _output_path(args.out)
+    model, processor = _load_unicode(args.model)
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "text", "text": args.prompt}]}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    torch.manual_seed(args.seed)
+    ids = model.generate(
+        **processor(text=text, return_tensors="pt"),
+        generation_mode="image",
+        guidance_scale=args.guidance_scale,
+    )
+    image = processor.decode_images(ids)[0]
+    image.resize((image.width * args.scale, image.height * args.scale), resample=0).save(out)
+    print(out)
+    return 0
+
+
+def _reconstruct(argv: list[str]) -> int:
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoProcessor
+
+    from .evaluation.reconstruction import psnr
+    from .modeling.configuration_unicode import UniCodeConfig, UniCodeVisualTokenizerConfig
+    from .processing.image_processing_unicode import UniCodeImageProcessor
+
+    parser = _parser(
+        "reconstruct", "Round-trip an image through the visual tokenizer: image -> LLM ids -> image."
+    )
+    parser.add_argument("image", help="An image file (PNG, JPEG, ...).")
+    parser.add_argument("--out", required=True, help="The PNG/JPEG file to write.")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"A UniCode or Stage I tokenizer folder (default {DEFAULT_MODEL}).",
+    )
+    parser.add_argument("--scale", type=int, default=4, help="Enlarge the picture this many times (nearest).")
+    args = parser.parse_args(argv)
+    if args.scale < 1:
+        raise UsageError("--scale must be at least 1")
+    image = _open_image(args.image)
+    out = _output_path(args.out)
+    config = AutoConfig.from_pretrained(_model_folder(args.model))
+    if isinstance(config, UniCodeConfig):
+        processor = AutoProcessor.from_pretrained(args.model)
+        image_processor, tokenizer = processor.image_processor, processor.visual_tokenizer
+    elif isinstance(config, UniCodeVisualTokenizerConfig):
+        tokenizer = AutoModel.from_pretrained(args.model).eval()
+        image_processor = UniCodeImageProcessor(
+            size={"height": config.image_size, "width": config.image_size}
+        )
+    else:
+        raise UsageError(
+            f"{args.model!r} holds a {config.model_type!r} model, not a UniCode model or visual tokenizer"
+        )
+    pixels = image_processor(image, return_tensors="pt")["pixel_values"]
+    with torch.inference_mode():
+        codes = tokenizer.encode(pixels).codes
+        reconstruction = tokenizer.decode(codes)
+    result = image_processor.postprocess(reconstruction, output_type="pil")[0]
+    result.resize((result.width * args.scale, result.height * args.scale), resample=0).save(out)
+    print(
+        f"{out}: {codes[0].numel()} LLM ids ({tuple(codes.shape[1:])}), PSNR {float(psnr(reconstruction, pixels)[0]):.2f} dB"
+    )
+    return 0
+
+
+def _space(argv: list[str]) -> int:
+    parser = _parser(
+        "space", "Serve the Gradio demo (chat, text-to-image, tokenize) for a UniCode model folder."
+    )
+    parser.add_argument(
+        "folder", nargs="?", default=DEFAULT_MODEL, help=f"A UniCode model folder (default {DEFAULT_MODEL})."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines.")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="A public gradio.live link.")
+    args = parser.parse_args(argv)
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port {args.port} is not a TCP port")
+    _model_folder(args.folder)
+    try:
+        from .space import launch_space
+    except ImportError as error:
+        raise UsageError(
+            f"the Space needs gradio: pip install 'transformers-unicode[space]' ({error})"
+        ) from None
+    from .loading import ModelFolderError
+
+    try:
+        launch_space(args.folder, server_name=args.host, server_port=args.port, share=args.share)
+    except ModelFolderError as error:
+        raise UsageError(str(error)) from None
+    return 0
+
+
+COMMANDS = {
+    "quickstart": _quickstart,
+    "train-tokenizer": _train_tokenizer,
+    "sft": _sft,
+    "eval": _eval,
+    "caption": _caption,
+    "generate": _generate,
+    "reconstruct": _reconstruct,
+    "space": _space,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="transformers-unicode",
         description="UniCode for the Hugging Face ecosystem.",
-        epilog="Run `transformers-unicode COMMAND --help` for a command's options and examples.",
+        epilog="Run `transformers-unicode COMMAND --help` for a command's options and examples.\n"
+        "Exit codes: 0 done; 1 failed while running; 2 bad arguments or a missing input.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("command", choices=sorted(COMMANDS), help="what to run")
     if not argv or argv[0] in ("-h", "--help"):
@@ -108,12 +424,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     if argv[0] not in COMMANDS:
         parser.print_usage(sys.stderr)
-        print(f"error: unknown command {argv[0]!r}; choose one of {', '.join(sorted(COMMANDS))}", file=sys.stderr)
+        print(
+            f"error: unknown command {argv[0]!r}; choose one of {', '.join(sorted(COMMANDS))}",
+            file=sys.stderr,
+        )
         return 2
     try:
         return COMMANDS[argv[0]](argv[1:])
-    except (ValueError, OSError) as error:  # bad input, missing files, unreachable hub: a message, not a trace
-        print(f"error: {error}", file=sys.stderr)
+    except UsageError as error:
+        print(f"transformers-unicode {argv[0]}: error: {error}", file=sys.stderr)
+        return 2
+    except (
+        ValueError,
+        OSError,
+    ) as error:  # bad input, missing files, unreachable hub: a message, not a trace
+        print(f"transformers-unicode {argv[0]}: error: {error}", file=sys.stderr)
         return 1
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 from accelerate.utils import extract_model_from_parallel
 from transformers import TrainerCallback
@@ -125,4 +127,28 @@ class CodebookSyncCallback(TrainerCallback):
             self._write_target(codebook, current)
 
 
-__all__ = ["CodebookSyncCallback", "CODEBOOK_MODES", "find_codebook"]
+class TimeBudgetCallback(TrainerCallback):
+    """Ends training (with a final checkpoint) once a wall-clock deadline has passed.
+
+    `TrainingArguments` bounds steps and epochs, not time; a run that must fit a budget (the quickstart)
+    stops here instead. The Trainer saves on `should_save`, so `--resume` continues from exactly there.
+    """
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline  # time.time() value
+        self.stopped_at: int | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.time() >= self.deadline and state.global_step < state.max_steps:
+            logger.warning(
+                "Time budget reached at step %d of %d: stopping and saving a checkpoint.",
+                state.global_step,
+                state.max_steps,
+            )
+            self.stopped_at = state.global_step
+            control.should_training_stop = True
+            control.should_save = True
+        return control
+
+
+__all__ = ["CodebookSyncCallback", "CODEBOOK_MODES", "TimeBudgetCallback", "find_codebook"]

@@ -164,10 +164,12 @@ def train_tokenizer(
     llm=None,
     callbacks=None,
     trainer_out: dict | None = None,
+    llm_tokenizer=None,
 ) -> dict:
     """Train a visual tokenizer; save it to `training_args.output_dir`; return held-out metrics.
 
-    `llm` skips loading `args.llm` (an already loaded model); `callbacks` are added to the Trainer;
+    `llm` skips loading `args.llm` (an already loaded model; `llm_tokenizer`, its tokenizer, tells its
+    special tokens); `callbacks` are added to the Trainer;
     `trainer_out`, a dict, receives the Trainer under "trainer" for callers that need its state.
     """
     from ..modeling.llm_utils import load_llm
@@ -178,7 +180,6 @@ def train_tokenizer(
     callback = CodebookSyncCallback(mode=args.codebook_mode, sync_every=args.sync_every, decay=args.sync_decay)
     train_set = load_image_dataset(args.dataset, "train", args.image_size, args.train_limit)
     eval_set = load_image_dataset(args.dataset, "test", args.image_size, args.eval_limit)
-    llm_tokenizer = None
     if llm is None:
         logger.info("Loading the LLM whose embedding table is the codebook: %s", args.llm)
         llm, llm_tokenizer = load_llm(args.llm, gguf_file=args.gguf_file)

@@ -1,0 +1,148 @@
+"""`transformers-unicode`: every subcommand's help, its argument errors (exit 2, a message naming the
+problem) and the model commands on a tiny saved UniCode model."""
+
+import json
+
+import pytest
+from conftest import tiny_llm, tiny_unicode
+from PIL import Image
+
+from transformers_unicode.cli import COMMANDS, main
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    model, processor = tiny_unicode()
+    model.save_pretrained(root / "unicode")
+    processor.save_pretrained(root / "unicode")
+    model.visual_tokenizer.save_pretrained(root / "tokenizer")
+    tiny_llm().save_pretrained(root / "llama")
+    Image.new("RGB", (20, 20), (255, 0, 0)).save(root / "red.png")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_every_command_has_help_with_examples(capsys):
+    assert main(["--help"]) == 0
+    listing = capsys.readouterr().out
+    assert set(COMMANDS) == {
+        "quickstart",
+        "train-tokenizer",
+        "sft",
+        "eval",
+        "caption",
+        "generate",
+        "reconstruct",
+        "space",
+    }
+    assert "Exit codes" in listing
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        assert "examples:" in capsys.readouterr().out, command
+
+
+def test_no_command_and_unknown_command(capsys):
+    assert main([]) == 2
+    assert main(["painting"]) == 2
+    assert "unknown command 'painting'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["caption", "{root}/missing.png", "--model", "{root}/unicode"], "no image file"),
+        (["caption", "{root}/notes.txt", "--model", "{root}/unicode"], "cannot read"),
+        (["caption", "{root}/red.png", "--model", "{root}/nowhere"], "No model folder"),
+        (["caption", "{root}/red.png", "--model", "{root}/llama"], "not a UniCode model"),
+        (
+            ["caption", "{root}/red.png", "--model", "{root}/unicode", "--question", " "],
+            "--question is empty",
+        ),
+        (["generate", "", "--out", "{root}/x.png", "--model", "{root}/unicode"], "prompt is empty"),
+        (["generate", "a cat", "--out", "{root}/x.txt", "--model", "{root}/unicode"], "should end in .png"),
+        (["generate", "a cat", "--out", "{root}/no/x.png", "--model", "{root}/unicode"], "does not exist"),
+        (
+            ["generate", "a cat", "--out", "{root}/x.png", "--model", "{root}/unicode", "--scale", "0"],
+            "--scale",
+        ),
+        (
+            ["reconstruct", "{root}/red.png", "--out", "{root}/y.png", "--model", "{root}/llama"],
+            "not a UniCode model",
+        ),
+        (
+            ["reconstruct", "{root}/missing.png", "--out", "{root}/y.png", "--model", "{root}/unicode"],
+            "no image file",
+        ),
+        (["eval", "{root}/nowhere"], "No model folder"),
+        (["eval", "{root}/unicode", "--question_limit", "many"], "invalid int value"),
+        (["space", "{root}/nowhere"], "No model folder"),
+        (["space", "{root}/unicode", "--port", "70000"], "not a TCP port"),
+        (["quickstart", "--out", "{root}/qs", "--budget_minutes", "0"], "--budget_minutes must be positive"),
+        (["quickstart", "--out", "{root}/qs", "--sft_steps", "0"], "--sft_steps must be at least 1"),
+        (["quickstart", "--out", "{root}/qs", "--no_such_flag", "1"], "no_such_flag"),
+    ],
+)
+def test_argument_errors_exit_2_with_a_message(folders, capsys, argv, message):
+    argv = [a.format(root=folders) for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:  # argparse's own type errors
+        code = exit_info.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_quickstart_refuses_to_overwrite_a_run(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "quickstart_state.json").write_text(json.dumps({"stages": {"tokenizer": {}}}))
+    assert main(["quickstart", "--out", str(tmp_path / "run")]) == 2
+    assert "Pass --resume" in capsys.readouterr().err
+
+
+def test_caption_generate_reconstruct_on_a_saved_model(folders, capsys):
+    assert (
+        main(
+            [
+                "caption",
+                str(folders / "red.png"),
+                "--model",
+                str(folders / "unicode"),
+                "--max_new_tokens",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.endswith("\n")
+
+    out = folders / "drawn.png"
+    assert (
+        main(
+            [
+                "generate",
+                "a red apple",
+                "--out",
+                str(out),
+                "--model",
+                str(folders / "unicode"),
+                "--scale",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert Image.open(out).size == (32, 32)  # the tiny tokenizer draws 16 x 16
+
+    for model in ("unicode", "tokenizer"):  # a UniCode folder or a bare Stage I tokenizer folder
+        out = folders / f"round_trip_{model}.png"
+        assert (
+            main(
+                ["reconstruct", str(folders / "red.png"), "--out", str(out), "--model", str(folders / model)]
+            )
+            == 0
+        )
+        assert Image.open(out).size == (64, 64)
+        assert "LLM ids" in capsys.readouterr().out

@@ -1,0 +1,104 @@
+"""The quickstart: a time budget that stops training cleanly (fast), and a miniature run of the whole main
+job on the embedded default, interrupted and resumed (slow)."""
+
+import json
+import os
+import time
+
+import pytest
+from conftest import tiny_sft
+from PIL import Image
+
+from transformers_unicode.training.callbacks import TimeBudgetCallback
+
+
+def test_time_budget_stops_training_with_a_checkpoint(tmp_path):
+    budget = TimeBudgetCallback(deadline=time.time())  # already spent: stop after the first step
+    _, trainer = tiny_sft(tmp_path, callbacks=[budget], max_steps=4, save_strategy="steps", save_steps=100)
+    assert trainer.state.global_step == 1 and budget.stopped_at == 1
+    assert os.path.isdir(tmp_path / "checkpoint-1")  # --resume continues from here
+
+
+@pytest.mark.slow
+def test_miniature_quickstart_end_to_end_interrupted_and_resumed(tmp_path, capsys, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    from transformers_unicode.cli import main
+    from transformers_unicode.training.quickstart import Quickstart
+
+    out = tmp_path / "quickstart"
+    flags = [
+        "quickstart", "--out", str(out), "--tokenizer_steps", "4", "--tokenizer_batch_size", "8",
+        "--train_limit", "48", "--sft_steps", "2", "--sft_batch_size", "2", "--sft_samples", "4", "--lora_r", "4",
+        "--lora_alpha", "8", "--reconstruction_limit", "16", "--question_limit", "4", "--caption_limit", "2",
+        "--prompt_limit", "2", "--diversity_prompts", "1", "--diversity_seeds", "2", "--sheet_size", "4",
+        "--batch_size", "4",
+    ]  # fmt: skip
+    finish_evaluation = Quickstart.run_evaluation
+
+    def interrupted(self):
+        raise KeyboardInterrupt  # the user stops the run after both training stages
+
+    monkeypatch.setattr(Quickstart, "run_evaluation", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(flags)
+    state = json.loads((out / "quickstart_state.json").read_text())
+    assert set(state["stages"]) == {"tokenizer", "sft"}
+    assert not list((out / "model").glob("checkpoint-*"))  # the model folder is clean once its stage is done
+
+    monkeypatch.setattr(Quickstart, "run_evaluation", finish_evaluation)
+    capsys.readouterr()
+    assert main(flags) == 2  # an existing run is never overwritten silently
+    assert "--resume" in capsys.readouterr().err
+    assert main([*flags, "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "tokenizer: done in a previous run, skipped" in printed and "== Evaluation ==" in printed
+    assert "Stage I: visual tokenizer ==" not in printed
+
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["seconds"]) == {"tokenizer", "sft", "evaluation"}
+    assert report["stages"]["tokenizer"]["steps"] == 4 and report["stages"]["sft"]["train"]["epoch"] > 0
+    reconstruction = report["metrics"]["reconstruction"]
+    assert (
+        reconstruction["count"] == 16
+        and 0 < reconstruction["psnr"] < 60
+        and 0 < reconstruction["codebook_usage"] <= 1
+    )
+    assert "rfid_skipped" in reconstruction  # no Inception weights on this machine: said, not faked
+    group = report["metrics"]["understanding"]["group"]
+    assert group["count"] == 4 and 0 <= group["exact_match"] <= 1 and 0 <= group["vqa_accuracy"] <= 1
+    generation = report["metrics"]["generation"]
+    assert generation["training_prompts"]["candidates"] == 3944
+    assert 0 <= generation["training_prompts"]["top1"] <= generation["training_prompts"]["top5"] <= 1
+    assert generation["diversity"]["samples_per_prompt"] == 2
+    for name, target in report["targets"].items():
+        assert target["met"] == (target["reached"] >= target["target"]), name
+    for sheet in ("reconstructions.png", "generations.png", "captions.png"):
+        assert Image.open(out / sheet).size[0] > 128
+
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    processor = AutoProcessor.from_pretrained(out / "model")
+    assert type(model).__name__ == "UniCodeForCausalLM" and processor.visual_tokenizer is not None
+    assert (out / "model" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_contact_sheet_keeps_long_captions_inside_their_cells():
+    from transformers_unicode.evaluation.sheets import contact_sheet
+
+    red, blue = Image.new("RGB", (16, 16), "red"), Image.new("RGB", (16, 16), "blue")
+    caption = "true: two-hump camel\nmodel: " + "user:" * 40  # one unbreakable 200-character word
+    sheet = contact_sheet([([red, blue], caption)] * 5, columns=4, image_side=32, caption_lines=6)
+    assert sheet.size == (
+        4 * (2 * 32 + 4 + 8) + 8,
+        2 * (32 + 6 * 16 + 8 + 8) + 8,
+    )  # the grid, not the text, sets it
+    assert sheet.getpixel((8 + 5, 8 + 5)) == (255, 0, 0) and sheet.getpixel((8 + 36 + 5, 8 + 5)) == (
+        0,
+        0,
+        255,
+    )
+    # A long caption wraps inside its cell: the gutter between cells stays white.
+    gutter = [sheet.getpixel((8 + 2 * 32 + 4 + 3, y)) for y in range(8 + 32, 8 + 32 + 6 * 16)]
+    assert set(gutter) == {(255, 255, 255)}
+    with pytest.raises(ValueError, match="at least one cell"):
+        contact_sheet([])
