@@ -19,7 +19,9 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     return (kernel[:, None] * kernel[None, :]).float()
 
 
-def ssim(reconstruction: torch.Tensor, target: torch.Tensor, window_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def ssim(
+    reconstruction: torch.Tensor, target: torch.Tensor, window_size: int = 11, sigma: float = 1.5
+) -> torch.Tensor:
     """Structural similarity per image (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01,
     K2 0.03), computed on [0, 1] intensities channel by channel over the valid region, then averaged."""
     x = (reconstruction.float().clamp(-1, 1) + 1) / 2
