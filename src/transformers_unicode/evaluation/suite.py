@@ -179,26 +179,25 @@ def evaluate_unicode(
         desc="drawing held-out names",
     )
     retrieval = load_metric("retrieval_accuracy")
+
+    def retrieve(drawn, records, column: str) -> dict:
+        """Is the drawing's label (`column` of the record it names) among its nearest real renders?"""
+        return {
+            **retrieval.compute(
+                predictions=drawn,
+                references=list(records[column]),
+                candidates=bank,
+                candidate_labels=list(train[column]) + list(test[column]),
+            ),
+            "candidates": len(bank),
+        }
+
     generation = {
         "training_prompts": {
-            **retrieval.compute(
-                predictions=images_train,
-                references=list(drawn_train["emoji"]),
-                candidates=bank,
-                candidate_labels=list(train["emoji"]) + list(test["emoji"]),
-            ),
+            **retrieve(images_train, drawn_train, "emoji"),
             **load_metric("psnr").compute(predictions=images_train, references=list(drawn_train["image"])),
-            "candidates": len(bank),
         },
-        "held_out_prompts_group": {
-            **retrieval.compute(
-                predictions=images_test,
-                references=list(drawn_test["group"]),
-                candidates=bank,
-                candidate_labels=list(train["group"]) + list(test["group"]),
-            ),
-            "candidates": len(bank),
-        },
+        "held_out_prompts_group": retrieve(images_test, drawn_test, "group"),
     }
     # What a drawing's PSNR means: a blank canvas scored against the same targets.
     blank = [Image.new("RGB", images_train[0].size, "white")] * len(images_train)
