@@ -364,7 +364,8 @@ def build_demo(
     """
     space = UniCodeSpace(model_folder, device=device, display_size=display_size)
     config = space.model.config
-    name = getattr(config.text_config, "_name_or_path", "") or config.text_config.model_type
+    # The hub id recorded at assembly; a local path would only leak the server's file system.
+    name = getattr(config, "base_model", None) or config.text_config.model_type
     codes_per_position = space.processor.image_generation_length // space.processor.image_seq_length
     trained_on = [str(dataset).lower() for dataset in getattr(config, "training_datasets", None) or []]
     credit = f"\n\nTrained on OpenMoji. {OPENMOJI_CREDIT}" if "openmoji" in trained_on else ""

@@ -81,7 +81,7 @@ class QuickstartArguments:
     lora_r: int = field(default=64, metadata={"help": "LoRA rank (on every linear layer of the LLM)."})
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha."})
     sft_learning_rate: float = field(default=1e-3, metadata={"help": "Stage II learning rate."})
-    seed: int = field(default=0, metadata={"help": "Seed of both stages and of drawing."})
+    seed: int = field(default=0, metadata={"help": "Seed of both training stages (drawing: --draw_seed)."})
 
     def __post_init__(self):
         for name in ("tokenizer_steps", "tokenizer_batch_size", "sft_steps", "sft_batch_size", "sft_samples"):
@@ -100,7 +100,7 @@ class Quickstart:
 
     def __init__(self, args: QuickstartArguments, evaluation: EvaluationArguments | None = None):
         self.args = args
-        self.evaluation = evaluation or EvaluationArguments(draw_seed=args.seed)
+        self.evaluation = evaluation or EvaluationArguments()
         self.out = args.out
         self.state_path = os.path.join(self.out, STATE_FILE)
         self.started = time.time()
