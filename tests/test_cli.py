@@ -146,3 +146,22 @@ def test_caption_generate_reconstruct_on_a_saved_model(folders, capsys):
         )
         assert Image.open(out).size == (64, 64)
         assert "LLM ids" in capsys.readouterr().out
+
+
+def test_eval_writes_a_report_and_sheets_for_a_saved_model(folders, tmp_path, capsys):
+    out = tmp_path / "eval"
+    flags = ["--reconstruction_limit", "8", "--question_limit", "2", "--caption_limit", "2", "--prompt_limit", "2",
+             "--diversity_prompts", "1", "--diversity_seeds", "2", "--sheet_size", "2", "--out", str(out)]  # fmt: skip
+    assert main(["eval", str(folders / "unicode"), *flags]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["reconstruction"]["count"] == 8 and "rfid_skipped" in report["reconstruction"]
+    assert {"group", "subgroup", "caption"} == set(report["understanding"])
+    assert report["generation"]["training_prompts"]["count"] == 2
+    assert set(report["headline"]) >= {
+        "held_out_psnr",
+        "held_out_group_accuracy",
+        "generation_top5_training_prompts",
+    }
+    assert '"held_out_psnr"' in capsys.readouterr().out
+    for sheet in ("reconstructions.png", "generations.png", "captions.png"):
+        assert (out / sheet).is_file()
