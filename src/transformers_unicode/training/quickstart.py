@@ -66,8 +66,9 @@ class QuickstartArguments:
         default="embedded", metadata={"help": "The causal LM ('embedded' = SmolLM2-135M-Instruct)."}
     )
     image_size: int = field(default=64, metadata={"help": "Side of the OpenMoji renders."})
-    tokenizer_steps: int = field(default=600, metadata={"help": "Stage I optimizer steps (32 images each)."})
-    tokenizer_batch_size: int = field(default=32, metadata={"help": "Stage I images per step."})
+    # 1,100 steps of 16 beat 600 of 32 in the same time on 2 cores: 20.46 against 19.10 dB held-out.
+    tokenizer_steps: int = field(default=1100, metadata={"help": "Stage I optimizer steps."})
+    tokenizer_batch_size: int = field(default=16, metadata={"help": "Stage I images per step."})
     train_limit: int | None = field(default=None, metadata={"help": "Use at most this many training emoji."})
     sft_steps: int = field(default=30, metadata={"help": "Stage II optimizer steps."})
     sft_batch_size: int = field(default=8, metadata={"help": "Stage II samples per step."})
