@@ -75,9 +75,24 @@ EXAMPLES = {
 }
 
 
+class UsageError(Exception):
+    """Bad arguments or a missing input: exit code 2."""
+
+
+def _resume_checkpoint(output_dir: str, resume: bool) -> str | None:
+    """The checkpoint `--resume` continues from (None without `--resume`); a usage error when there is none."""
+    if not resume:
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    if checkpoint is None:
+        raise UsageError(f"--resume found no checkpoint in {output_dir}")
+    return checkpoint
+
+
 def _sft(argv: list[str]) -> int:
     import torch
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import ModelConfig, SFTConfig, TrlParser
 
     from .training.stage2 import SFTScriptArguments, run_sft
@@ -95,12 +110,7 @@ def _sft(argv: list[str]) -> int:
     if not torch.cuda.is_available():  # SFTConfig defaults to bf16 on an accelerator; say CPU up front
         parser.set_defaults(use_cpu=True, bf16=False)
     script_args, training_args, model_args, extra = parser.parse_args_and_config(argv)[:4]
-    resume = bool(getattr(extra, "resume", False))
-    output_dir = training_args.output_dir
-    checkpoint = get_last_checkpoint(output_dir) if resume and os.path.isdir(output_dir) else None
-    if resume and checkpoint is None:
-        print(f"error: --resume found no checkpoint in {output_dir}", file=sys.stderr)
-        return 2
+    checkpoint = _resume_checkpoint(training_args.output_dir, bool(getattr(extra, "resume", False)))
     results = run_sft(script_args, training_args, model_args, resume_from_checkpoint=checkpoint)
     if training_args.process_index == 0:
         print(json.dumps({k: v for k, v in results.items() if k != "arguments"}, indent=2))
@@ -109,7 +119,6 @@ def _sft(argv: list[str]) -> int:
 
 def _train_tokenizer(argv: list[str]) -> int:
     from transformers import HfArgumentParser
-    from transformers.trainer_utils import get_last_checkpoint
 
     from .training.stage1 import TokenizerTrainerArguments, TokenizerTrainingArguments, train_tokenizer
 
@@ -129,18 +138,10 @@ def _train_tokenizer(argv: list[str]) -> int:
     else:
         model_args, trainer_args, extra = parser.parse_args_into_dataclasses(argv)
         resume = extra.resume
-    output_dir = trainer_args.output_dir
-    checkpoint = get_last_checkpoint(output_dir) if resume and os.path.isdir(output_dir) else None
-    if resume and checkpoint is None:
-        print(f"error: --resume found no checkpoint in {trainer_args.output_dir}", file=sys.stderr)
-        return 2
+    checkpoint = _resume_checkpoint(trainer_args.output_dir, resume)
     metrics = train_tokenizer(model_args, trainer_args, resume_from_checkpoint=checkpoint)
     print(json.dumps(metrics, indent=2))
     return 0
-
-
-class UsageError(Exception):
-    """Bad arguments or a missing input: exit code 2."""
 
 
 def _parser(command: str, description: str) -> argparse.ArgumentParser:
@@ -258,6 +259,7 @@ def _eval(argv: list[str]) -> int:
 
 def _caption(argv: list[str]) -> int:
     from .data.openmoji_conversations import CAPTION_QUESTION
+    from .evaluation.stage2 import answer_questions
 
     parser = _parser("caption", "Answer a question about an image (by default: name the emoji).")
     parser.add_argument("image", help="An image file (PNG, JPEG, ...).")
@@ -274,15 +276,13 @@ def _caption(argv: list[str]) -> int:
     image = _open_image(args.image)
     model, processor = _load_unicode(args.model)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": args.question}]}]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    inputs = processor(images=image, text=prompt, return_tensors="pt")
-    output = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
-    print(processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+    record = {"messages": messages, "images": [image]}
+    print(answer_questions(model, processor, [record], max_new_tokens=args.max_new_tokens)[0])
     return 0
 
 
 def _generate(argv: list[str]) -> int:
-    import torch
+    from .evaluation.stage2 import draw
 
     parser = _parser("generate", "Draw an image from a text prompt (generate with generation_mode='image').")
     parser.add_argument("prompt", help="What to draw, e.g. 'Draw the emoji: red apple.'")
@@ -302,18 +302,7 @@ def _generate(argv: list[str]) -> int:
         raise UsageError("--scale must be at least 1")
     out = _output_path(args.out)
     model, processor = _load_unicode(args.model)
-    text = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "text", "text": args.prompt}]}],
-        add_generation_prompt=True,
-        tokenize=False,
-    )
-    torch.manual_seed(args.seed)
-    ids = model.generate(
-        **processor(text=text, return_tensors="pt"),
-        generation_mode="image",
-        guidance_scale=args.guidance_scale,
-    )
-    image = processor.decode_images(ids)[0]
+    image = draw(model, processor, [args.prompt], seed=args.seed, guidance_scale=args.guidance_scale)[0]
     image.resize((image.width * args.scale, image.height * args.scale), resample=0).save(out)
     print(out)
     return 0
@@ -381,7 +370,6 @@ def _space(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port} is not a TCP port")
-    _model_folder(args.folder)
     try:
         from .space import launch_space
     except ImportError as error:

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import datasets
+
 METRICS_DIR = Path(__file__).resolve().parent.parent / "metrics"
+
+# The input formats of the metrics that score images against labels (retrieval, diversity): each image
+# with a string label or an integer one.
+IMAGES_WITH_LABELS = [
+    datasets.Features({"predictions": datasets.Image(), "references": datasets.Value("string")}),
+    datasets.Features({"predictions": datasets.Image(), "references": datasets.Value("int64")}),
+]
 
 
 def available_metrics() -> list[str]:
@@ -46,4 +55,4 @@ def load_metric(name: str, **kwargs):
     return evaluate.load(str(METRICS_DIR / name), **kwargs)
 
 
-__all__ = ["METRICS_DIR", "available_metrics", "load_metric"]
+__all__ = ["IMAGES_WITH_LABELS", "METRICS_DIR", "available_metrics", "load_metric"]

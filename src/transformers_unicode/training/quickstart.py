@@ -112,15 +112,15 @@ class Quickstart:
     # ---- state ------------------------------------------------------------------------------------------
     def _load_state(self) -> dict:
         if os.path.exists(self.state_path):
+            with open(self.state_path) as file:
+                state = json.load(file)
             if not self.args.resume:
-                with open(self.state_path) as file:
-                    done = list(json.load(file).get("stages", {}))
+                done = ", ".join(state.get("stages", {})) or "none"
                 raise FileExistsError(
-                    f"{self.out} already holds a quickstart run (stages done: {', '.join(done) or 'none'}). "
+                    f"{self.out} already holds a quickstart run (stages done: {done}). "
                     "Pass --resume to continue it, or choose another --out."
                 )
-            with open(self.state_path) as file:
-                return json.load(file)
+            return state
         if os.path.isdir(self.out) and os.listdir(self.out) and not self.args.resume:
             raise FileExistsError(f"{self.out} exists and is not empty; choose another --out (or --resume).")
         return {"stages": {}, "arguments": asdict(self.args), "evaluation_arguments": asdict(self.evaluation)}
@@ -130,8 +130,8 @@ class Quickstart:
         atomic_write_json(self.state_path, self.state)
 
     def _stage_deadline(self, stage: str) -> float:
-        """Training stages stop at their share of what is left: Stage I ~40% of the budget, Stage II the time
-        left after reserving the evaluation's estimate."""
+        """Training stages stop at their share of what is left: Stage I at 45% of the time left after the
+        evaluation's reserve, Stage II when only that reserve is left."""
         reserve = CPU_EVALUATION_SECONDS if not torch.cuda.is_available() else 60.0
         if stage == "tokenizer":
             left = self.deadline - time.time() - reserve
@@ -190,7 +190,6 @@ class Quickstart:
         checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
         budget = TimeBudgetCallback(self._stage_deadline("tokenizer"))
         llm, llm_tokenizer = self.llm()
-        trainer_out: dict = {}
         metrics = train_tokenizer(
             model_args,
             training_args,
@@ -198,7 +197,6 @@ class Quickstart:
             llm=llm,
             llm_tokenizer=llm_tokenizer,
             callbacks=[budget],
-            trainer_out=trainer_out,
         )
         metrics["stopped_by_budget_at_step"] = budget.stopped_at
         return metrics

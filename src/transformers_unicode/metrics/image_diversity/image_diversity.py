@@ -1,9 +1,9 @@
 """Diversity of the images drawn from one prompt, as a local `evaluate` metric:
 `transformers_unicode.evaluation.load_metric("image_diversity")`."""
 
-import datasets
 import evaluate
 
+from transformers_unicode.evaluation.metrics import IMAGES_WITH_LABELS
 from transformers_unicode.evaluation.retrieval import image_diversity, image_features
 
 _DESCRIPTION = """
@@ -40,10 +40,7 @@ class ImageDiversity(evaluate.Metric):
             description=_DESCRIPTION,
             citation="",
             inputs_description=_KWARGS_DESCRIPTION,
-            features=[
-                datasets.Features({"predictions": datasets.Image(), "references": datasets.Value("string")}),
-                datasets.Features({"predictions": datasets.Image(), "references": datasets.Value("int64")}),
-            ],
+            features=IMAGES_WITH_LABELS,
         )
 
     def _compute(self, predictions, references, side=16):

@@ -1,9 +1,9 @@
 """Top-k retrieval accuracy of generated images among real ones, as a local `evaluate` metric:
 `transformers_unicode.evaluation.load_metric("retrieval_accuracy")`."""
 
-import datasets
 import evaluate
 
+from transformers_unicode.evaluation.metrics import IMAGES_WITH_LABELS
 from transformers_unicode.evaluation.retrieval import image_features, retrieval_accuracy
 
 _DESCRIPTION = """
@@ -46,10 +46,7 @@ class RetrievalAccuracy(evaluate.Metric):
             description=_DESCRIPTION,
             citation="",
             inputs_description=_KWARGS_DESCRIPTION,
-            features=[
-                datasets.Features({"predictions": datasets.Image(), "references": datasets.Value("string")}),
-                datasets.Features({"predictions": datasets.Image(), "references": datasets.Value("int64")}),
-            ],
+            features=IMAGES_WITH_LABELS,
         )
 
     def _compute(self, predictions, references, candidates=None, candidate_labels=None, k=(1, 5), side=16):
