@@ -80,13 +80,13 @@ class TokenizerTrainerArguments(TrainingArguments):
     """`TrainingArguments` with defaults that suit the tokenizer on a CPU machine (all overridable)."""
 
     output_dir: str | None = field(default="runs/tokenizer", metadata={"help": "Where checkpoints and the tokenizer go."})
-    max_steps: int = field(default=1000, metadata={"help": "Optimizer steps."})
-    per_device_train_batch_size: int = field(default=32, metadata={"help": "Images per step and device."})
+    max_steps: int = field(default=4200, metadata={"help": "Optimizer steps."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Images per step and device."})
     learning_rate: float = field(default=2e-3, metadata={"help": "AdamW learning rate."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
     warmup_steps: float = field(default=50, metadata={"help": "Linear warm-up steps."})
     logging_steps: float = field(default=50, metadata={"help": "Steps between logs (and codebook-health windows)."})
-    save_steps: float = field(default=200, metadata={"help": "Steps between checkpoints."})
+    save_steps: float = field(default=500, metadata={"help": "Steps between checkpoints."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the image column for the collator."})
     use_cpu: bool = field(default=not torch.cuda.is_available(), metadata={"help": "Train on the CPU."})
