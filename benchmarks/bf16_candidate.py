@@ -19,21 +19,12 @@ import statistics
 import time
 
 import torch
-from _machine import cpu_model, package_versions  # benchmarks/ is on sys.path when a script runs
+from _machine import cpu_flags, cpu_model, package_versions  # benchmarks/ is on sys.path when a script runs
 
 FULL_SHAPES = [(49152, 576), (32000, 4096)]
 QUICK_SHAPES = [(4096, 64), (2048, 256)]
 STRETCH_SPEEDUP = 1.5
 FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
-
-
-def cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
-    except OSError:
-        return "unknown"
-    return ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in FLAGS)
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -56,7 +47,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     num_queries = args.queries or (512 if args.quick else 4096)
     print(f"bf16 candidate-pass precondition, {args.threads} threads, N = {num_queries}")
-    print(f"  {cpu_model()}; {cpu_flags()}; {package_versions('torch')}")
+    print(f"  {cpu_model()}; {cpu_flags(FLAGS)}; {package_versions('torch')}")
     generator = torch.Generator().manual_seed(0)
     for num_codes, dim in QUICK_SHAPES if args.quick else FULL_SHAPES:
         queries = torch.randn(num_queries, dim, generator=generator)
@@ -65,7 +56,7 @@ def main(argv=None) -> None:
         for dtype in (torch.float32, torch.bfloat16):
             x, table = queries.to(dtype), codebook.to(dtype)
             out = torch.zeros(num_queries, num_codes, dtype=dtype)
-            timings[dtype] = median_seconds(lambda: torch.mm(x, table.T, out=out), args.repeats)
+            timings[dtype] = median_seconds(lambda x=x, table=table, out=out: torch.mm(x, table.T, out=out), args.repeats)
         speedup = timings[torch.float32] / timings[torch.bfloat16]
         verdict = "possible" if speedup >= STRETCH_SPEEDUP else "out of reach on this CPU"
         print(
