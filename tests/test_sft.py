@@ -325,6 +325,25 @@ def test_lora_on_every_linear_layer_of_the_llm_only(tmp_path):
     assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
+def test_group_by_length_batches_pad_less_than_random_ones(tmp_path):
+    """The mixture carries transformers' `length` column, so `train_sampling_strategy="group_by_length"`
+    puts samples of one length together instead of padding short answers to the longest image span."""
+
+    def padding(strategy):
+        script = {"num_samples": 64, "train_limit": 32}
+        _, trainer = tiny_sft(
+            tmp_path / strategy, max_steps=1, script=script, train_sampling_strategy=strategy
+        )
+        dataset = trainer.train_dataset
+        assert dataset["length"] == [len(ids) for ids in dataset["input_ids"]]
+        batches = list(trainer.get_train_dataloader())
+        assert sum(len(batch["input_ids"]) for batch in batches) == 64  # every sample, once
+        return sum(int((batch["attention_mask"] == 0).sum()) for batch in batches)
+
+    grouped, shuffled = padding("group_by_length"), padding("random")
+    assert grouped < shuffled / 2, (grouped, shuffled)
+
+
 def test_killed_run_resumes_on_the_same_loss_curve(tmp_path):
     schedule = dict(max_steps=6, save_strategy="steps", save_steps=3)
     _, whole = tiny_sft(tmp_path / "a", **schedule)

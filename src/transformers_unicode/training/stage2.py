@@ -237,7 +237,10 @@ def build_sft_dataset(
         else:
             tokenized = tokenize_conversations(subset, processor, task=name, cache_dir=cache_dir)
         parts.append(tokenized.select(np.searchsorted(used, indices)))
-    return datasets.concatenate_datasets(parts).shuffle(seed=0).flatten_indices()
+    mixed = datasets.concatenate_datasets(parts).shuffle(seed=0).flatten_indices()
+    # `length` is the column transformers' `train_sampling_strategy="group_by_length"` reads: batches of
+    # similar lengths, instead of every short answer padded to the longest image span in its batch.
+    return mixed.map(lambda batch: {"length": [len(ids) for ids in batch["input_ids"]]}, batched=True)
 
 
 def evaluate_openmoji(model, processor, script_args: SFTScriptArguments) -> tuple[dict, list]:
