@@ -1,0 +1,82 @@
+"""By-hand diagnosis of a trained UniCode model: does what the LLM reads of an image carry its group?
+
+When the tuned model answers every held-out group question with the majority group, either the image
+tokens carry no group information, or Stage II has not taught the LLM to read it. A linear probe on
+exactly the vectors the LLM receives for an image (`model.model.image_embeddings(codes)`, its own rows of
+the visual ids), fit on the training emoji and scored on the held-out ones, tells the two apart: a probe
+above the majority baseline means the information is there and the LLM's training is the limit.
+
+    . .venv/bin/activate
+    python benchmarks/group_probe.py runs/quickstart/model          # ~2 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+
+from transformers_unicode.loading import load_unicode_folder
+from transformers_unicode.training.stage1 import images_to_pixels, load_image_dataset
+
+
+@torch.no_grad()
+def image_inputs(model, images, size: int, batch_size: int = 64) -> tuple[torch.Tensor, np.ndarray]:
+    """`(codes (B, h*w*D), LLM input vectors (B, h*w*c))` of every image, in the model's own path."""
+    pixels = images_to_pixels(images, size)
+    codes, vectors = [], []
+    for start in range(0, pixels.shape[0], batch_size):
+        batch_codes = model.model.encode_images(pixels[start : start + batch_size])  # (B, h, w, D)
+        codes.append(batch_codes.flatten(1))
+        vectors.append(model.model.image_embeddings(batch_codes).flatten(1).float())
+    return torch.cat(codes), torch.cat(vectors).numpy()
+
+
+def bag_of_codes(codes: torch.Tensor, vocabulary: torch.Tensor) -> np.ndarray:
+    """Counts of each id of `vocabulary` per image: the codes without their positions."""
+    index = torch.searchsorted(vocabulary, codes)
+    counts = torch.zeros(codes.shape[0], vocabulary.numel())
+    return counts.scatter_add_(1, index, torch.ones_like(codes, dtype=counts.dtype)).numpy()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="a saved UniCode model folder (e.g. runs/quickstart/model)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model, _ = load_unicode_folder(args.model)
+    model.eval()
+    size = model.visual_tokenizer.config.image_size
+    train = load_image_dataset("openmoji", "train", size)
+    test = load_image_dataset("openmoji", "test", size)
+    train_codes, train_vectors = image_inputs(model, train["image"], size)
+    test_codes, test_vectors = image_inputs(model, test["image"], size)
+    train_groups, test_groups = np.array(train["group"]), np.array(test["group"])
+    vocabulary = torch.unique(torch.cat([train_codes.flatten(), test_codes.flatten()]))
+    majority = max(float(np.mean(test_groups == group)) for group in set(train_groups.tolist()))
+    print(
+        f"{args.model}: group of {len(test_groups)} held-out emoji from a probe fit on {len(train_groups)} "
+        f"training emoji; majority baseline {majority:.1%}, chance balanced {1 / len(set(train_groups)):.1%}"
+    )
+    features = {
+        "bag of codes (ids, no positions)": (
+            bag_of_codes(train_codes, vocabulary),
+            bag_of_codes(test_codes, vocabulary),
+        ),
+        "the LLM's input vectors (all positions)": (train_vectors, test_vectors),
+    }
+    for name, (fit_on, score_on) in features.items():
+        probe = LogisticRegression(max_iter=2000).fit(fit_on, train_groups)
+        predicted = probe.predict(score_on)
+        print(
+            f"  {name:<42} accuracy {np.mean(predicted == test_groups):6.1%}   "
+            f"balanced {balanced_accuracy_score(test_groups, predicted):6.1%}"
+        )
+
+
+if __name__ == "__main__":
+    main()
