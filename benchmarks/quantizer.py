@@ -7,8 +7,8 @@ nothing):
 
     . .venv/bin/activate
     python benchmarks/quantizer.py                 # V x c = 49152 x 576 and 32000 x 4096, N = 4096
-    python benchmarks/quantizer.py --quick         # tiny shapes, a few seconds: checks the script works
-    python benchmarks/quantizer.py --repeats 5     # more timed repeats per method (default 3)
+    python benchmarks/quantizer.py --quick         # tiny shapes: checks that the script works
+    python benchmarks/quantizer.py --repeats 7     # more timed rounds (default 5)
 
 What it measures, for each codebook shape V x c with N Gaussian queries x (N, c) and a Gaussian codebook
 E (V, c) whose entries have std 0.14 (like the rows of an LLM embedding table), fixed seed:
@@ -27,11 +27,14 @@ E (V, c) whose entries have std 0.14 (like the rows of an LLM embedding table), 
    num_embeddings=V)`, E copied into its embedding, same image layout; its indices.
 7. `torch.cdist(x, E).argmin(1)`.
 
-Every method runs in its own fresh subprocess of this script (one at a time, all from one invocation, so
-the figures are side by side). The subprocess sets `torch.set_num_threads(threads)` (2 by default),
-builds x and E from the seed, builds the method's state (modules, preallocated output, precomputed
-norms), runs one untimed warm-up call, then `--repeats` timed calls under `torch.no_grad()`; the time
-reported is their median.
+Every method runs in its own subprocess of this script (all from one invocation, so the figures are side
+by side). The subprocess sets `torch.set_num_threads(threads)` (2 by default), builds x and E from the seed,
+builds the method's state (modules, preallocated output, precomputed norms) and runs one untimed warm-up
+call. All of a shape's subprocesses are started first; the timed calls then go round them in rounds, one
+call at a time, each round starting one method further on (`--repeats` rounds). A machine whose speed
+drifts over minutes (single calls of the floor here range from 7.7 to 11.6 s within ten minutes) then
+weighs on every method alike, instead of on whichever method ran during a slow spell. The time reported
+is the median of a method's timed calls, under `torch.no_grad()`.
 
 Peak extra memory is the increase of the process's peak resident set size over its resident size just
 before the timed calls, i.e. the most memory one call needs beyond its inputs and the method's
@@ -257,7 +260,9 @@ def _tile_mib(num_codes: int, num_queries: int) -> float:
     return rows * cols * 4 / 2**20
 
 
-def worker(spec: dict) -> dict:
+def serve(spec: dict) -> None:
+    """Worker side: build, warm up, print READY; then one timed call per `call` line read from stdin, each
+    answered `TIME ms`; on `finish`, print `RESULT {json}` (timings, peak memory, codes check) and return."""
     import torch
 
     torch.set_num_threads(spec["threads"])
@@ -280,12 +285,16 @@ def worker(spec: dict) -> dict:
             base_kib = _status_kib("VmRSS")
         else:
             result["extra_kib"] = _maxrss_kib() - base_kib
+        print("READY", flush=True)
         times = []
-        for _ in range(spec["repeats"]):
+        for line in sys.stdin:
+            if line.strip() != "call":
+                break
             start = time.perf_counter()
             out = call()
             times.append(1e3 * (time.perf_counter() - start))
             del out
+            print(f"TIME {times[-1]}", flush=True)
         if can_reset:
             result["extra_kib"] = max(_status_kib("VmHWM"), base_kib) - base_kib
         result["memory_mode"] = "steady-state (VmHWM reset)" if can_reset else "first call (ru_maxrss)"
@@ -304,7 +313,7 @@ def worker(spec: dict) -> dict:
             if spec.get("reference_codes"):
                 reference = torch.load(spec["reference_codes"])
                 result.update(_compare_codes(codes, reference, x, codebook))
-    return result
+    print("RESULT " + json.dumps(result), flush=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -312,25 +321,69 @@ def worker(spec: dict) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 
-def run_worker(spec: dict) -> dict:
-    env = dict(os.environ)
-    threads = str(spec["threads"])
-    env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, TOKENIZERS_PARALLELISM="false")
-    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    env.setdefault(
-        "MALLOC_MMAP_THRESHOLD_", str(1 << 20)
-    )  # see the docstring: makes every call's peak visible
-    proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"method": spec["method"], "error": f"exit {proc.returncode}: {tail}"}
+class Worker:
+    """Driver side of one method's subprocess (see `serve`)."""
+
+    def __init__(self, spec: dict):
+        self.method = spec.get("name", spec["method"])
+        self.error: str | None = None
+        env = dict(os.environ)
+        threads = str(spec["threads"])
+        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, TOKENIZERS_PARALLELISM="false")
+        env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        # see the docstring: makes every call's peak visible
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            env=env,
+        )
+        self._read("READY")
+
+    def _read(self, prefix: str) -> str | None:
+        for line in self.proc.stdout:
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+        self.proc.wait()
+        self.stderr.seek(0)
+        tail = (self.stderr.read().strip().splitlines() or ["no output"])[-1]
+        self.error = self.error or f"exit {self.proc.returncode}: {tail}"
+        return None
+
+    def call(self) -> float | None:
+        """One timed call, in ms (None once the worker has failed)."""
+        if self.error:
+            return None
+        self.proc.stdin.write("call\n")
+        self.proc.stdin.flush()
+        answer = self._read("TIME ")
+        return None if answer is None else float(answer)
+
+    def finish(self) -> dict:
+        if not self.error:
+            self.proc.stdin.write("finish\n")
+            self.proc.stdin.flush()
+            answer = self._read("RESULT ")
+            self.proc.wait()
+            if answer is not None:
+                return json.loads(answer)
+        self.proc.kill()
+        return {"method": self.method, "error": self.error}
+
+
+def run_interleaved(specs: list[dict], rounds: int) -> dict[str, dict]:
+    """Start every spec's worker, then `rounds` rounds of one timed call each, round r starting at worker
+    r; results by method (or the spec's `name`), finished in the order given (the reference codes are written by the first)."""
+    workers = [Worker(spec) for spec in specs]
+    for index in range(rounds):
+        shift = index % len(workers)
+        for worker in workers[shift:] + workers[:shift]:
+            worker.call()
+    return {worker.method: worker.finish() for worker in workers}
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -346,7 +399,7 @@ def print_table(shape, num_queries, results: dict, args) -> None:
     print()
     print(
         f"== V x c = {num_codes} x {dim}, N = {num_queries} queries, {args.threads} threads, "
-        f"median of {args.repeats} after 1 warm-up =="
+        f"median of {args.repeats} interleaved rounds after 1 warm-up =="
     )
     header = f"{'method':<46} {'median ms':>10} {'x floor':>8} {'x ours':>8} {'peak extra MiB':>15} {'codes != ours':>14}"
     print(header)
@@ -398,14 +451,19 @@ def print_table(shape, num_queries, results: dict, args) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny shapes, to check the script quickly")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per method after one warm-up")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="timed rounds (one call of every method each) after one warm-up",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every method run")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
-        print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
+        serve(json.loads(args.worker))
         return
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
@@ -416,47 +474,49 @@ def main(argv=None) -> None:
 
     print(f"nearest-code search benchmark ({'quick' if args.quick else 'full'})")
     print(f"  {cpu_model()}, {os.cpu_count()} logical CPUs visible; {_versions()}")
-    print(f"  x ~ N(0, 1), E ~ N(0, {CODE_STD}^2), seed {args.seed}; every method in a fresh subprocess")
+    print(
+        f"  x ~ N(0, 1), E ~ N(0, {CODE_STD}^2), seed {args.seed}; every method in its own subprocess, timed calls in rotating rounds"
+    )
     if args.quick:
         print(
             "  quick shapes: the figures check that the script runs; the targets are meant for the full shapes"
         )
     sys.stdout.flush()
 
-    cache: dict = {}
     with tempfile.TemporaryDirectory(prefix="quantizer-bench-") as tmp:
 
-        def measure(method, shape, n, reference=None, save=False):
-            key = (method, shape, n)
-            if key not in cache:
-                spec = {
-                    "method": method,
-                    "V": shape[0],
-                    "c": shape[1],
-                    "N": n,
-                    "seed": args.seed,
-                    "threads": args.threads,
-                    "repeats": args.repeats,
-                    "save_codes": str(Path(tmp) / f"{shape[0]}x{shape[1]}_{n}.pt") if save else None,
-                    "reference_codes": reference,
-                }
-                start = time.perf_counter()
-                r = run_worker(spec)
-                wall = time.perf_counter() - start
+        def spec(method, shape, n, save=False, reference=None):
+            return {
+                "method": method,
+                "V": shape[0],
+                "c": shape[1],
+                "N": n,
+                "seed": args.seed,
+                "threads": args.threads,
+                "save_codes": str(Path(tmp) / f"{shape[0]}x{shape[1]}_{n}_{method}.pt") if save else None,
+                "reference_codes": reference,
+            }
+
+        def report(label, results, wall):
+            for method, r in results.items():
                 status = r.get("error") or f"{r['median_ms']:.1f} ms, {r['extra_kib'] / 1024:.1f} MiB extra"
-                print(f"  [{shape[0]}x{shape[1]}, N={n}] {method}: {status}  ({wall:.0f} s)", flush=True)
-                cache[key] = r
-            return cache[key]
+                print(f"  [{label}] {method}: {status}", flush=True)
+            print(f"  [{label}] {len(results)} workers x {args.repeats} rounds in {wall:.0f} s", flush=True)
 
         all_results = {}
         for shape in shapes:
-            reference = str(Path(tmp) / f"{shape[0]}x{shape[1]}_{num_queries}.pt")
-            results = {"ours": measure("ours", shape, num_queries, save=True)}
-            ref = reference if Path(reference).exists() else None
-            for method, _ in METHODS[1:]:
-                results[method] = measure(method, shape, num_queries, reference=ref)
-            all_results[shape] = results
-        flat = {n: measure("ours", flat_shape, n, save=True) for n in FLAT_QUERIES}
+            first = spec("ours", shape, num_queries, save=True)
+            specs = [first] + [
+                spec(method, shape, num_queries, reference=first["save_codes"]) for method, _ in METHODS[1:]
+            ]
+            start = time.perf_counter()
+            all_results[shape] = run_interleaved(specs, args.repeats)
+            report(f"{shape[0]}x{shape[1]}, N={num_queries}", all_results[shape], time.perf_counter() - start)
+        start = time.perf_counter()
+        specs = [{**spec("ours", flat_shape, n, save=True), "name": f"ours_n{n}"} for n in FLAT_QUERIES]
+        flat_runs = run_interleaved(specs, args.repeats)
+        report(f"{flat_shape[0]}x{flat_shape[1]}, flatness", flat_runs, time.perf_counter() - start)
+        flat = {n: flat_runs[f"ours_n{n}"] for n in FLAT_QUERIES}
 
     for shape in shapes:
         print_table(shape, num_queries, all_results[shape], args)
