@@ -6,7 +6,7 @@ Run (full size, several minutes on 2 cores; run it on an otherwise idle machine,
 nothing):
 
     . .venv/bin/activate
-    python benchmarks/quantizer.py                 # V x c = 49152 x 576 and 32000 x 4096, N = 4096
+    python benchmarks/quantizer.py                 # V x c = 49152 x 576 and 32000 x 4096, N = 4096 (~14 min)
     python benchmarks/quantizer.py --quick         # tiny shapes: checks that the script works
     python benchmarks/quantizer.py --repeats 7     # more timed rounds (default 5)
 
