@@ -13,23 +13,23 @@ above the majority baseline means the information is there and the LLM's trainin
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score
 
+from transformers_unicode.evaluation.stage2 import exact_match_accuracy
 from transformers_unicode.loading import load_unicode_folder
-from transformers_unicode.training.stage1 import images_to_pixels, load_image_dataset
+from transformers_unicode.training.stage1 import load_image_dataset
 
 
 @torch.no_grad()
-def image_inputs(model, images, size: int, batch_size: int = 64) -> tuple[torch.Tensor, np.ndarray]:
-    """`(codes (B, h*w*D), LLM input vectors (B, h*w*c))` of every image, in the model's own path."""
-    pixels = images_to_pixels(images, size)
+def image_inputs(model, processor, images, batch_size: int = 64) -> tuple[torch.Tensor, np.ndarray]:
+    """`(codes (B, h*w*D), LLM input vectors (B, h*w*c))` of every image, through the processor as in Stage II."""
     codes, vectors = [], []
-    for start in range(0, pixels.shape[0], batch_size):
-        batch_codes = model.model.encode_images(pixels[start : start + batch_size])  # (B, h, w, D)
+    for start in range(0, len(images), batch_size):
+        batch_codes = processor.encode_images(images[start : start + batch_size])  # (B, h, w, D)
         codes.append(batch_codes.flatten(1))
         vectors.append(model.model.image_embeddings(batch_codes).flatten(1).float())
     return torch.cat(codes), torch.cat(vectors).numpy()
@@ -48,16 +48,16 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model, _ = load_unicode_folder(args.model)
+    model, processor = load_unicode_folder(args.model)
     model.eval()
     size = model.visual_tokenizer.config.image_size
     train = load_image_dataset("openmoji", "train", size)
     test = load_image_dataset("openmoji", "test", size)
-    train_codes, train_vectors = image_inputs(model, train["image"], size)
-    test_codes, test_vectors = image_inputs(model, test["image"], size)
-    train_groups, test_groups = np.array(train["group"]), np.array(test["group"])
+    train_codes, train_vectors = image_inputs(model, processor, train["image"])
+    test_codes, test_vectors = image_inputs(model, processor, test["image"])
+    train_groups, test_groups = train["group"], test["group"]
     vocabulary = torch.unique(torch.cat([train_codes.flatten(), test_codes.flatten()]))
-    majority = max(float(np.mean(test_groups == group)) for group in set(train_groups.tolist()))
+    majority = Counter(test_groups).most_common(1)[0][1] / len(test_groups)
     print(
         f"{args.model}: group of {len(test_groups)} held-out emoji from a probe fit on {len(train_groups)} "
         f"training emoji; majority baseline {majority:.1%}, chance balanced {1 / len(set(train_groups)):.1%}"
@@ -71,10 +71,9 @@ def main(argv=None) -> None:
     }
     for name, (fit_on, score_on) in features.items():
         probe = LogisticRegression(max_iter=2000).fit(fit_on, train_groups)
-        predicted = probe.predict(score_on)
+        scores = exact_match_accuracy(probe.predict(score_on).tolist(), test_groups)
         print(
-            f"  {name:<42} accuracy {np.mean(predicted == test_groups):6.1%}   "
-            f"balanced {balanced_accuracy_score(test_groups, predicted):6.1%}"
+            f"  {name:<42} accuracy {scores['accuracy']:6.1%}   balanced {scores['balanced_accuracy']:6.1%}"
         )
 
 

@@ -310,7 +310,9 @@ def serve(spec: dict) -> None:
                 exact = _float64_argmin(x[sample], codebook)
                 result["float64_sample"] = int(sample.numel())
                 result["float64_disagree"] = int((exact != codes[sample]).sum())
-            if spec.get("reference_codes"):
+            if spec.get("reference_codes") and os.path.exists(
+                spec["reference_codes"]
+            ):  # absent if ours failed
                 reference = torch.load(spec["reference_codes"])
                 result.update(_compare_codes(codes, reference, x, codebook))
     print("RESULT " + json.dumps(result), flush=True)
@@ -364,20 +366,23 @@ class Worker:
         return None if answer is None else float(answer)
 
     def finish(self) -> dict:
+        answer = None
         if not self.error:
             self.proc.stdin.write("finish\n")
             self.proc.stdin.flush()
             answer = self._read("RESULT ")
-            self.proc.wait()
-            if answer is not None:
-                return json.loads(answer)
-        self.proc.kill()
-        return {"method": self.method, "error": self.error}
+        if answer is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.stderr.close()
+        return json.loads(answer) if answer is not None else {"method": self.method, "error": self.error}
 
 
 def run_interleaved(specs: list[dict], rounds: int) -> dict[str, dict]:
-    """Start every spec's worker, then `rounds` rounds of one timed call each, round r starting at worker
-    r; results by method (or the spec's `name`), finished in the order given (the reference codes are written by the first)."""
+    """Start every spec's worker, then `rounds` rounds of one timed call each, round r starting at worker r.
+
+    Results by method (or the spec's `name`); workers finish in the order given, so the first one writes
+    the reference codes before the others compare with them."""
     workers = [Worker(spec) for spec in specs]
     for index in range(rounds):
         shift = index % len(workers)
@@ -475,7 +480,8 @@ def main(argv=None) -> None:
     print(f"nearest-code search benchmark ({'quick' if args.quick else 'full'})")
     print(f"  {cpu_model()}, {os.cpu_count()} logical CPUs visible; {_versions()}")
     print(
-        f"  x ~ N(0, 1), E ~ N(0, {CODE_STD}^2), seed {args.seed}; every method in its own subprocess, timed calls in rotating rounds"
+        f"  x ~ N(0, 1), E ~ N(0, {CODE_STD}^2), seed {args.seed}; every method in its own subprocess, "
+        "timed calls in rotating rounds"
     )
     if args.quick:
         print(
