@@ -19,6 +19,28 @@ def test_time_budget_stops_training_with_a_checkpoint(tmp_path):
     assert os.path.isdir(tmp_path / "checkpoint-1")  # --resume continues from here
 
 
+@pytest.mark.parametrize("budget_minutes", [None, 12.0])
+def test_budget_gives_both_training_stages_the_same_fraction_of_their_plan(tmp_path, monkeypatch, budget_minutes):
+    """The defaults fit their budget, so neither stage is cut; a smaller budget shortens both alike."""
+    import torch
+
+    from transformers_unicode.training.quickstart import Quickstart, QuickstartArguments
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the 2-core CPU plan
+    budget = {} if budget_minutes is None else {"budget_minutes": budget_minutes}
+    run = Quickstart(QuickstartArguments(out=str(tmp_path / "qs"), **budget))
+    planned = run._stage_seconds()
+    now = time.time()
+    stage_one_end = run._stage_deadline("tokenizer")
+    stage_two_end = run._stage_deadline("sft")  # Stage II starts when Stage I stops at the latest
+    fractions = (stage_one_end - now) / planned["tokenizer"], (stage_two_end - stage_one_end) / planned["sft"]
+    assert fractions[0] == pytest.approx(fractions[1], rel=0.01)
+    if budget_minutes is None:
+        assert min(fractions) >= 1.0, "the default plan must fit the default budget"
+    else:
+        assert max(fractions) < 1.0
+
+
 @pytest.mark.slow
 def test_miniature_quickstart_end_to_end_interrupted_and_resumed(tmp_path, capsys, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoProcessor
