@@ -46,6 +46,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a saved UniCode model folder (e.g. runs/quickstart/model)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--fit_limit",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also fit on this many random training emoji (e.g. 200: about what Stage II's LLM sees)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model, processor = load_unicode_folder(args.model)
@@ -69,12 +76,19 @@ def main(argv=None) -> None:
         ),
         "the LLM's input vectors (all positions)": (train_vectors, test_vectors),
     }
+    train_groups = np.asarray(train_groups)
+    subsets = {len(train_groups): np.arange(len(train_groups))}
+    rng = np.random.default_rng(0)
+    for limit in args.fit_limit:
+        subsets[limit] = rng.choice(len(train_groups), min(limit, len(train_groups)), replace=False)
     for name, (fit_on, score_on) in features.items():
-        probe = LogisticRegression(max_iter=2000).fit(fit_on, train_groups)
-        scores = exact_match_accuracy(probe.predict(score_on).tolist(), test_groups)
-        print(
-            f"  {name:<42} accuracy {scores['accuracy']:6.1%}   balanced {scores['balanced_accuracy']:6.1%}"
-        )
+        for size, rows in subsets.items():
+            probe = LogisticRegression(max_iter=2000).fit(fit_on[rows], train_groups[rows])
+            scores = exact_match_accuracy(probe.predict(score_on).tolist(), test_groups)
+            print(
+                f"  {name:<42} fit on {size:>5}: accuracy {scores['accuracy']:6.1%}   "
+                f"balanced {scores['balanced_accuracy']:6.1%}"
+            )
 
 
 if __name__ == "__main__":
