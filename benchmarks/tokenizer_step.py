@@ -55,9 +55,13 @@ def main(argv=None) -> None:
                 step(name)
             seconds[name].append((time.perf_counter() - started) / args.steps)
     medians = {name: statistics.median(values) for name, values in seconds.items()}
-    print(f"Stage I step, {args.batch_size} images of 64 x 64, {args.threads} threads, median of {args.rounds} rounds")
+    print(
+        f"Stage I step, {args.batch_size} images of 64 x 64, {args.threads} threads, median of {args.rounds} rounds"
+    )
     for name, median in medians.items():
-        print(f"  {name:<15} {1000 * median:7.1f} ms   ({medians['default layout'] / median:.2f}x the default's speed)")
+        print(
+            f"  {name:<15} {1000 * median:7.1f} ms   ({medians['default layout'] / median:.2f}x the default's speed)"
+        )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ def test_time_budget_stops_training_with_a_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("budget_minutes", [None, 12.0])
-def test_budget_gives_both_training_stages_the_same_fraction_of_their_plan(tmp_path, monkeypatch, budget_minutes):
+def test_budget_gives_both_training_stages_the_same_fraction_of_their_plan(
+    tmp_path, monkeypatch, budget_minutes
+):
     """The defaults fit their budget, so neither stage is cut; a smaller budget shortens both alike."""
     import torch
 
