@@ -62,7 +62,7 @@ def main(argv=None) -> None:
     test = load_image_dataset("openmoji", "test", size)
     train_codes, train_vectors = image_inputs(model, processor, train["image"])
     test_codes, test_vectors = image_inputs(model, processor, test["image"])
-    train_groups, test_groups = train["group"], test["group"]
+    train_groups, test_groups = np.asarray(train["group"]), test["group"]
     vocabulary = torch.unique(torch.cat([train_codes.flatten(), test_codes.flatten()]))
     majority = Counter(test_groups).most_common(1)[0][1] / len(test_groups)
     print(
@@ -76,7 +76,6 @@ def main(argv=None) -> None:
         ),
         "the LLM's input vectors (all positions)": (train_vectors, test_vectors),
     }
-    train_groups = np.asarray(train_groups)
     subsets = {len(train_groups): np.arange(len(train_groups))}
     rng = np.random.default_rng(0)
     for limit in args.fit_limit:

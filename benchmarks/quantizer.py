@@ -310,10 +310,9 @@ def serve(spec: dict) -> None:
                 exact = _float64_argmin(x[sample], codebook)
                 result["float64_sample"] = int(sample.numel())
                 result["float64_disagree"] = int((exact != codes[sample]).sum())
-            if spec.get("reference_codes") and os.path.exists(
-                spec["reference_codes"]
-            ):  # absent if ours failed
-                reference = torch.load(spec["reference_codes"])
+            reference_path = spec.get("reference_codes")
+            if reference_path and os.path.exists(reference_path):  # absent if ours failed
+                reference = torch.load(reference_path)
                 result.update(_compare_codes(codes, reference, x, codebook))
     print("RESULT " + json.dumps(result), flush=True)
 

@@ -1,6 +1,6 @@
 """The main job: Stage I, Stage II (LoRA) and the evaluation on the embedded default, in one command.
 
-    transformers-unicode quickstart --out runs/quickstart                    # ~29 min on 2 CPU cores
+    transformers-unicode quickstart --out runs/quickstart                    # 19-30 min on 2 CPU cores
     transformers-unicode quickstart --out runs/quickstart --resume           # continue an interrupted run
     transformers-unicode quickstart --out runs/small --budget_minutes 10     # bound the wall-clock time
 
