@@ -3,7 +3,6 @@ job on the embedded default, interrupted and resumed (slow)."""
 
 import json
 import os
-import time
 
 import pytest
 from conftest import tiny_sft
@@ -12,34 +11,77 @@ from PIL import Image
 from transformers_unicode.training.callbacks import TimeBudgetCallback
 
 
+class FakeClock:
+    """A clock the test moves by hand (each read advances it by `tick` seconds): the budget logic is tested
+    without depending on how fast or busy the machine is."""
+
+    def __init__(self, tick=0.0):
+        self.now, self.tick = 1_000_000.0, tick
+
+    def __call__(self):
+        self.now += self.tick
+        return self.now
+
+
+MINIATURE_PLAN = dict(tokenizer_steps=4, tokenizer_batch_size=8, sft_steps=2, sft_batch_size=2, sft_samples=4)
+
+
 def test_time_budget_stops_training_with_a_checkpoint(tmp_path):
-    budget = TimeBudgetCallback(deadline=time.time())  # already spent: stop after the first step
+    clock = FakeClock()
+    budget = TimeBudgetCallback(deadline=clock.now, clock=clock)  # already spent: stop after the first step
     _, trainer = tiny_sft(tmp_path, callbacks=[budget], max_steps=4, save_strategy="steps", save_steps=100)
     assert trainer.state.global_step == 1 and budget.stopped_at == 1
     assert os.path.isdir(tmp_path / "checkpoint-1")  # --resume continues from here
 
 
-@pytest.mark.parametrize("budget_minutes", [None, 12.0])
-def test_budget_gives_both_training_stages_the_same_fraction_of_their_plan(
-    tmp_path, monkeypatch, budget_minutes
-):
-    """The defaults fit their budget, so neither stage is cut; a smaller budget shortens both alike."""
+def _quickstart(tmp_path, monkeypatch, clock, **flags):
     import torch
 
     from transformers_unicode.training.quickstart import Quickstart, QuickstartArguments
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the 2-core CPU plan
-    budget = {} if budget_minutes is None else {"budget_minutes": budget_minutes}
-    run = Quickstart(QuickstartArguments(out=str(tmp_path / "qs"), **budget))
+    return Quickstart(QuickstartArguments(out=str(tmp_path / "qs"), **flags), clock=clock)
+
+
+def test_slow_steps_do_not_stop_a_plan_far_below_its_budget(tmp_path, monkeypatch):
+    """A miniature plan (seconds of work in a 29-minute budget) runs every step even when each step takes two
+    minutes of the clock, as on a loaded machine: only an overrun of the whole budget stops a stage."""
+    clock = FakeClock()
+    run = _quickstart(tmp_path, monkeypatch, clock, **MINIATURE_PLAN)
+    budget = TimeBudgetCallback(run._stage_deadline("tokenizer"), clock=clock)
+    clock.tick = 120.0  # every step end reads the clock once: two minutes a step
+    _, trainer = tiny_sft(tmp_path / "sft", callbacks=[budget], max_steps=4)
+    assert trainer.state.global_step == 4 and budget.stopped_at is None
+
+
+def test_stage_one_leaves_exactly_the_rest_of_the_plan_when_it_overruns(tmp_path, monkeypatch):
+    clock = FakeClock()
+    run = _quickstart(tmp_path, monkeypatch, clock, **MINIATURE_PLAN)
     planned = run._stage_seconds()
-    now = time.time()
+    stage_one_end = run._stage_deadline("tokenizer")
+    assert stage_one_end == pytest.approx(run._stage_deadline("sft") - planned["sft"])
+    assert stage_one_end - clock.now > 20 * planned["tokenizer"]  # a slow Stage I has room to finish
+
+
+@pytest.mark.parametrize("budget_minutes", [None, 12.0])
+def test_budget_gives_each_training_stage_its_plan_or_the_same_fraction_of_it(
+    tmp_path, monkeypatch, budget_minutes
+):
+    """The defaults fit their budget, so neither stage is cut; a smaller budget shortens both alike."""
+    clock = FakeClock()
+    budget = {} if budget_minutes is None else {"budget_minutes": budget_minutes}
+    run = _quickstart(tmp_path, monkeypatch, clock, **budget)
+    planned = run._stage_seconds()
     stage_one_end = run._stage_deadline("tokenizer")
     stage_two_end = run._stage_deadline("sft")  # Stage II starts when Stage I stops at the latest
-    fractions = (stage_one_end - now) / planned["tokenizer"], (stage_two_end - stage_one_end) / planned["sft"]
-    assert fractions[0] == pytest.approx(fractions[1], rel=0.01)
+    fractions = (
+        (stage_one_end - clock.now) / planned["tokenizer"],
+        (stage_two_end - stage_one_end) / planned["sft"],
+    )
     if budget_minutes is None:
         assert min(fractions) >= 1.0, "the default plan must fit the default budget"
     else:
+        assert fractions[0] == pytest.approx(fractions[1], rel=0.01)
         assert max(fractions) < 1.0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from accelerate.utils import extract_model_from_parallel
@@ -67,7 +68,13 @@ class CodebookSyncCallback(TrainerCallback):
     ```
     """
 
-    def __init__(self, mode: str = "iter", sync_every: int = 50, decay: float = 0.99, llm: torch.nn.Module | None = None):
+    def __init__(
+        self,
+        mode: str = "iter",
+        sync_every: int = 50,
+        decay: float = 0.99,
+        llm: torch.nn.Module | None = None,
+    ):
         if mode not in CODEBOOK_MODES:
             raise ValueError(f"mode must be one of {CODEBOOK_MODES}; got {mode!r}.")
         if sync_every < 1:
@@ -83,7 +90,9 @@ class CodebookSyncCallback(TrainerCallback):
     def _llm_weight(self) -> torch.Tensor | None:
         if self.llm is None:
             return None
-        embeddings = self.llm.get_input_embeddings() if hasattr(self.llm, "get_input_embeddings") else self.llm
+        embeddings = (
+            self.llm.get_input_embeddings() if hasattr(self.llm, "get_input_embeddings") else self.llm
+        )
         return embeddings.weight
 
     @torch.no_grad()
@@ -92,7 +101,9 @@ class CodebookSyncCallback(TrainerCallback):
         if weight is None:
             return codebook.llm_embedding.clone()
         with gathered(weight):
-            return weight[codebook.visual_ids.to(weight.device)].detach().float().to(codebook.embedding.device)
+            return (
+                weight[codebook.visual_ids.to(weight.device)].detach().float().to(codebook.embedding.device)
+            )
 
     @torch.no_grad()
     def _write_target(self, codebook: UnifiedCodebook, values: torch.Tensor) -> None:
@@ -132,14 +143,20 @@ class TimeBudgetCallback(TrainerCallback):
 
     `TrainingArguments` bounds steps and epochs, not time; a run that must fit a budget (the quickstart)
     stops here instead. The Trainer saves on `should_save`, so `--resume` continues from exactly there.
+
+    Args:
+        deadline (`float`): a `clock()` value.
+        clock (`Callable[[], float]`, *optional*, defaults to `time.time`): injected by tests, so that no
+            test depends on how fast the machine is.
     """
 
-    def __init__(self, deadline: float):
-        self.deadline = deadline  # time.time() value
+    def __init__(self, deadline: float, clock: Callable[[], float] = time.time):
+        self.deadline = deadline
+        self.clock = clock
         self.stopped_at: int | None = None
 
     def on_step_end(self, args, state, control, **kwargs):
-        if time.time() >= self.deadline and state.global_step < state.max_steps:
+        if self.clock() >= self.deadline and state.global_step < state.max_steps:
             logger.warning(
                 "Time budget reached at step %d of %d: stopping and saving a checkpoint.",
                 state.global_step,

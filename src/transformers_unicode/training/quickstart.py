@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -102,12 +103,18 @@ def _format_minutes(seconds: float) -> str:
 class Quickstart:
     """One run of the three stages in `args.out`, resumable stage by stage."""
 
-    def __init__(self, args: QuickstartArguments, evaluation: EvaluationArguments | None = None):
+    def __init__(
+        self,
+        args: QuickstartArguments,
+        evaluation: EvaluationArguments | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.args = args
         self.evaluation = evaluation or EvaluationArguments()
         self.out = args.out
         self.state_path = os.path.join(self.out, STATE_FILE)
-        self.started = time.time()
+        self.clock = clock  # injected by tests: the budget logic must not depend on the machine's speed
+        self.started = clock()
         self.deadline = self.started + 60 * args.budget_minutes
         self.state = self._load_state()
         self._llm = None
@@ -142,14 +149,21 @@ class Quickstart:
         }
 
     def _stage_deadline(self, stage: str) -> float:
-        """Training stages stop at their share of what is left: Stage I at its part of the planned training
-        work (so a budget too small for the plan shortens both stages alike), Stage II when only the
-        evaluation's reserve is left."""
+        """When a training stage must stop so that the whole run keeps its budget.
+
+        Stage II stops when only the evaluation's reserve is left. Stage I stops at the later of two times:
+        when the rest of the plan (Stage II's planned seconds and the reserve) would no longer fit, so a plan
+        well inside its budget is never cut because a step ran slower than estimated; and its share of the
+        time left in proportion to the planned work, so a budget too small for the plan shortens both
+        stages alike.
+        """
         reserve = CPU_EVALUATION_SECONDS if not torch.cuda.is_available() else 60.0
         if stage == "tokenizer":
             planned = self._stage_seconds()
+            now = self.clock()
+            available = self.deadline - now - reserve
             share = planned["tokenizer"] / (planned["tokenizer"] + planned["sft"])
-            return time.time() + share * (self.deadline - time.time() - reserve)
+            return now + max(available - planned["sft"], share * available)
         return self.deadline - reserve
 
     def print_plan(self) -> None:
@@ -198,7 +212,7 @@ class Quickstart:
             disable_tqdm=False,
         )
         checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-        budget = TimeBudgetCallback(self._stage_deadline("tokenizer"))
+        budget = TimeBudgetCallback(self._stage_deadline("tokenizer"), clock=self.clock)
         llm, llm_tokenizer = self.llm()
         metrics = train_tokenizer(
             model_args,
@@ -265,7 +279,7 @@ class Quickstart:
             lora_target_modules=["all-linear"],
         )
         checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-        budget = TimeBudgetCallback(self._stage_deadline("sft"))
+        budget = TimeBudgetCallback(self._stage_deadline("sft"), clock=self.clock)
         results = run_sft(
             script_args,
             training_args,
@@ -303,9 +317,9 @@ class Quickstart:
             if stage in self.state["stages"]:
                 continue
             print(f"\n== {titles[stage]} ==", flush=True)
-            begun = time.time()
+            begun = self.clock()
             payload = runners[stage]()
-            payload["seconds"] = time.time() - begun
+            payload["seconds"] = self.clock() - begun
             self._finish(stage, payload)
             print(f"== {titles[stage]}: done in {_format_minutes(payload['seconds'])} ==", flush=True)
         return self.write_report()
