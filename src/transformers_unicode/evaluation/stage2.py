@@ -54,6 +54,90 @@ def answer_questions(
     return [answer.strip() for answer in answers]
 
 
+def _choice_suffixes(processor, choices: list[str]) -> list[list[int]]:
+    """The ids each choice adds as the assistant's answer, as the chat template writes it (its end marker too)."""
+    tokenizer, user = processor.tokenizer, [{"role": "user", "content": "?"}]
+    prompt = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=True, return_dict=True)
+    prompt = list(prompt["input_ids"])
+    suffixes = []
+    for choice in choices:
+        turns = [*user, {"role": "assistant", "content": choice}]
+        full = list(tokenizer.apply_chat_template(turns, tokenize=True, return_dict=True)["input_ids"])
+        if full[: len(prompt)] != prompt:
+            raise ValueError("The chat template does not write the answer after its generation prompt.")
+        suffix = full[len(prompt) :]
+        end = suffix.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in suffix else len(suffix)
+        suffixes.append(suffix[:end])
+    return suffixes
+
+
+def rank_choices(model, processor, conversations, choices: list[str], batch_size: int = 16) -> list[str]:
+    """For each conversation, the choice whose answer has the highest log-likelihood after its first user turn.
+
+    A reading of the model that greedy decoding hides: a model can rank the right group above the others
+    long before it is confident enough to write it.
+    """
+    scores = choice_log_likelihoods(model, processor, conversations, choices, batch_size)
+    return [choices[i] for i in scores.argmax(1).tolist()]
+
+
+@torch.no_grad()
+def choice_log_likelihoods(
+    model, processor, conversations, choices: list[str], batch_size: int = 16
+) -> torch.Tensor:
+    """`(N, K)`: the log-likelihood of each choice as the assistant's answer (its end marker included) after the
+    first user turn of each conversation.
+
+    A reading of the model that greedy decoding hides: a model can rank the right group above the others
+    long before it is confident enough to write it. The prompt runs once per conversation; the choices are
+    scored on copies of its cache (`DynamicCache.batch_repeat_interleave`), so ranking costs about one
+    forward pass, not one per choice.
+    """
+    suffixes = _choice_suffixes(processor, choices)
+    width, pad = max(map(len, suffixes)), processor.tokenizer.pad_token_id
+    candidates = torch.full((len(choices), width), pad, dtype=torch.long)
+    candidate_mask = torch.zeros_like(candidates)
+    for row, suffix in enumerate(suffixes):
+        candidates[row, : len(suffix)] = torch.as_tensor(suffix)
+        candidate_mask[row, : len(suffix)] = 1
+    all_scores, records = [], list(conversations)
+    for begin in range(0, len(records), batch_size):
+        batch = records[begin : begin + batch_size]
+        prompts = [
+            processor.apply_chat_template(
+                chat_messages(record["messages"][:1]), add_generation_prompt=True, tokenize=False
+            )
+            for record in batch
+        ]
+        inputs = processor(images=[record["images"] for record in batch], text=prompts, return_tensors="pt")
+        mask = inputs["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as `generate` numbers left-padded prompts
+        prompt = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        first = prompt.logits[:, -1].log_softmax(-1)  # (B, V): the answer's first token
+        cache = prompt.past_key_values
+        cache.batch_repeat_interleave(len(choices))
+        n = len(batch) * len(choices)
+        ids, ids_mask = candidates.repeat(len(batch), 1), candidate_mask.repeat(len(batch), 1)  # (B*K, W)
+        rest = model(
+            input_ids=ids,
+            attention_mask=torch.cat([mask.repeat_interleave(len(choices), 0), ids_mask], dim=1),
+            position_ids=mask.sum(-1).repeat_interleave(len(choices), 0)[:, None] + torch.arange(width),
+            past_key_values=cache,
+            use_cache=True,
+        ).logits.log_softmax(-1)  # (B*K, W, V)
+        scores = first.repeat_interleave(len(choices), 0).gather(1, ids[:, :1])[:, 0]
+        later = rest[:, :-1].gather(2, ids[:, 1:, None])[..., 0] * ids_mask[:, 1:]
+        scores = (scores + later.sum(1)).view(n // len(choices), len(choices))
+        all_scores.append(scores)
+    return torch.cat(all_scores)
+
+
 def exact_match_accuracy(predictions: list[str], references: list[str]) -> dict:
     """Accuracy and balanced (per-class mean) accuracy, and the majority-class baseline to compare with."""
     if len(predictions) != len(references) or not references:
@@ -141,5 +225,7 @@ __all__ = [
     "draw",
     "exact_match_accuracy",
     "normalize_answer",
+    "choice_log_likelihoods",
+    "rank_choices",
     "text_to_image_quality",
 ]
