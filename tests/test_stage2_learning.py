@@ -63,3 +63,21 @@ def test_rank_choices_matches_the_log_likelihood_of_each_whole_answer():
     assert torch.allclose(scores, torch.as_tensor(expected), atol=1e-4)
     picked = rank_choices(model, processor, conversations, choices, batch_size=2)
     assert picked == [choices[i] for i in scores.argmax(1).tolist()]
+
+
+def test_language_perplexity_is_the_exponent_of_the_models_own_mean_loss():
+    """The same number for the UniCode model and for the plain LLM inside it, and exp(transformers' own loss)."""
+    from transformers_unicode.evaluation.language import language_perplexity, language_text
+
+    model, processor = tiny_unicode()
+    tokenizer = processor.tokenizer
+    result = language_perplexity(model, tokenizer, max_tokens=256, window=64)
+    assert result["tokens"] == 4 * 63 and result["windows"] == 4
+    windows = torch.as_tensor(tokenizer(language_text(), add_special_tokens=False)["input_ids"][:256]).view(
+        4, 64
+    )
+    with torch.no_grad():
+        loss = model(input_ids=windows, labels=windows).loss  # a mean over the same 4 x 63 targets
+    assert result["perplexity"] == pytest.approx(float(loss.exp()), rel=1e-4)
+    with pytest.raises(ValueError, match="multiple of window"):
+        language_perplexity(model, tokenizer, max_tokens=100, window=64)

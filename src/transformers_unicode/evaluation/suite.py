@@ -48,6 +48,12 @@ class EvaluationArguments:
         default=None,
         metadata={"help": "TorchScript Inception (inception-2015-12-05.pt) for rFID; skipped without it."},
     )
+    language_tokens: int = field(
+        default=20480,
+        metadata={
+            "help": "Tokens of held-out English text (Python's reference pages) scored for perplexity; 0 = off."
+        },
+    )
     batch_size: int = field(default=16, metadata={"help": "Questions answered per generate call."})
     sheet_size: int = field(default=16, metadata={"help": "Images on each PNG sheet."})
     draw_seed: int = field(default=0, metadata={"help": "Sampling seed for drawing."})
@@ -148,6 +154,20 @@ def evaluate_unicode(
     ):
         answers = _answers(model, processor, task, records, args.batch_size, desc=f"{task} questions")
         understanding[task] = _text_scores(answers, list(records[column]))
+    # Ranking: is the right group the likeliest of the nine? It shows reading before greedy answers do.
+    from ..data.openmoji_conversations import emoji_group_names, openmoji_conversations
+    from .stage2 import exact_match_accuracy, rank_choices
+
+    ranked = rank_choices(
+        model,
+        processor,
+        openmoji_conversations("group", images=held_out),
+        emoji_group_names(),
+        args.batch_size,
+    )
+    ranking = exact_match_accuracy(ranked, list(held_out["group"]))
+    understanding["group"]["ranking_accuracy"] = ranking["accuracy"]
+    understanding["group"]["ranking_balanced_accuracy"] = ranking["balanced_accuracy"]
     sheet_records = test.shuffle(seed=0).select(range(min(args.sheet_size, len(test))))
     held_out_captions = _answers(
         model, processor, "caption", sheet_records, args.batch_size, "held-out captions"
@@ -225,6 +245,13 @@ def evaluate_unicode(
     report["generation"] = generation
     seconds["generation"] = time.perf_counter() - started
 
+    if args.language_tokens:
+        from .language import language_perplexity
+
+        started = time.perf_counter()
+        report["language"] = language_perplexity(model, processor.tokenizer, max_tokens=args.language_tokens)
+        seconds["language"] = time.perf_counter() - started
+
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
         n = args.sheet_size
@@ -265,8 +292,11 @@ def headline(report: dict) -> dict:
         "held_out_ssim": report["reconstruction"]["ssim"],
         "codebook_usage": report["reconstruction"]["codebook_usage"],
         "held_out_group_accuracy": report["understanding"]["group"]["exact_match"],
+        "held_out_group_balanced_accuracy": report["understanding"]["group"]["balanced_accuracy"],
+        "held_out_group_ranking_accuracy": report["understanding"]["group"]["ranking_accuracy"],
         "held_out_group_majority_baseline": report["understanding"]["group"]["majority_baseline"],
         "generation_top5_training_prompts": report["generation"]["training_prompts"]["top5"],
+        "language_perplexity": report.get("language", {}).get("perplexity"),
     }
 
 

@@ -1,0 +1,268 @@
+"""What Stage II learning costs: held-out group accuracy against the number of Stage II samples seen.
+
+Each configuration tunes a fresh copy of SmolLM2 (assembled with one Stage I tokenizer) through the shipped
+path (`build_sft_dataset`, `UniCodeDataCollator`, `UniCodeSFTTrainer`) at a constant learning rate, and is
+scored on the same held-out emoji at every point of `--points` (samples seen; 0 = before any tuning):
+
+- exact match: the greedy answer is the right group name (`answer_questions`);
+- balanced accuracy: exact match averaged per group (chance = 1/9; always answering the majority = 1/9);
+- ranking: the right name has the highest log-likelihood among the 9 (`rank_choices`), which shows the
+  image being read before the model is confident enough to write the answer.
+
+Configurations are `KIND@LR`: `full` (every LLM weight), `lora` (r=64 on every linear layer), `rows` (only
+the LLM's embedding table: the rows of the visual ids are the unified codebook, and SmolLM2 ties them to its
+output layer) and `rows+lora`. `--task group` trains on group questions alone; `--task mixture` on the
+quickstart's mixture (captions, groups, drawings, decompression) with the same number of samples.
+
+    . .venv/bin/activate
+    transformers-unicode train-tokenizer --output_dir runs/tokenizer       # or the quickstart's OUT/tokenizer
+    python benchmarks/stage2_learning_curve.py runs/tokenizer --configs full@1e-4 lora@1e-3 \\
+        --points 0 160 320 --out runs/curve                               # ~1 min per 8 samples on 2 cores
+
+It writes `OUT/curve.json` after every point (a stopped run keeps what it measured), `OUT/curve.md` (the
+table) and `OUT/curve.png` (exact match, balanced and ranking accuracy against samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from transformers import TrainerCallback
+
+from transformers_unicode import UniCodeForCausalLM, UniCodeVisualTokenizer, load_llm, load_openmoji
+from transformers_unicode.data.openmoji_conversations import emoji_group_names, openmoji_conversations
+from transformers_unicode.evaluation.stage2 import answer_questions, exact_match_accuracy, rank_choices
+from transformers_unicode.training.collator import UniCodeDataCollator
+from transformers_unicode.training.io import atomic_write_json
+from transformers_unicode.training.stage2 import (
+    SFTScriptArguments,
+    UniCodeSFTTrainer,
+    build_sft_dataset,
+    lora_target_modules,
+)
+
+KINDS = ("full", "lora", "rows", "rows+lora")
+QUICKSTART_MIXTURE = "caption=1,group=3,text_to_image=2,decompression=0.25"
+
+
+def parse_config(text: str) -> tuple[str, float]:
+    kind, _, lr = text.partition("@")
+    if kind not in KINDS or not lr:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a configuration is KIND@LR with KIND in {KINDS}, e.g. lora@1e-3"
+        )
+    return kind, float(lr)
+
+
+def trainable(model, kind: str):
+    """The model with only `kind`'s weights trainable (a peft model for the LoRA kinds)."""
+    model.requires_grad_(False)
+    if "lora" in kind:
+        from peft import LoraConfig, get_peft_model
+
+        target = lora_target_modules(model, "all-linear")
+        model = get_peft_model(model, LoraConfig(r=64, lora_alpha=128, target_modules=target))
+    if kind == "full":
+        model.model.language_model.requires_grad_(True)
+    if kind.startswith("rows"):
+        model.get_input_embeddings().weight.requires_grad_(True)  # tied: the output rows move with them
+    return model
+
+
+def evaluate(model, processor, questions, groups) -> dict:
+    was_training = model.training
+    model.eval()
+    answers = answer_questions(model, processor, questions, max_new_tokens=8)
+    scores = exact_match_accuracy(answers, groups)
+    ranked = exact_match_accuracy(rank_choices(model, processor, questions, emoji_group_names()), groups)
+    model.train(was_training)
+    return {
+        "exact_match": scores["accuracy"],
+        "balanced_accuracy": scores["balanced_accuracy"],
+        "ranking_accuracy": ranked["accuracy"],
+        "ranking_balanced_accuracy": ranked["balanced_accuracy"],
+        "majority_baseline": scores["majority_baseline"],
+        "most_common_answer": max(set(answers), key=answers.count),
+    }
+
+
+class CurvePoints(TrainerCallback):
+    """Scores the model whenever the samples seen reach the next point, and saves the curve each time."""
+
+    def __init__(self, points, batch_size, record, save, score):
+        self.steps = {point // batch_size: point for point in points if point > 0}
+        self.record, self.save, self.score = record, save, score
+        self.started, self.evaluating, self.losses = time.perf_counter(), 0.0, []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.losses.append(float(logs["loss"]))
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step not in self.steps:
+            return
+        began = time.perf_counter()
+        train_seconds = began - self.started - self.evaluating  # evaluation is not training time
+        point = {"samples": self.steps[state.global_step], "train_seconds": train_seconds}
+        point["train_loss"] = float(np.mean(self.losses)) if self.losses else None
+        point.update(self.score(model))
+        self.record["points"].append(point)
+        self.save()
+        self.losses = []
+        print(json.dumps({"config": self.record["config"], **point}), flush=True)
+        self.evaluating += time.perf_counter() - began
+
+
+def draw_curve(runs: list[dict], path: str, majority: float, side: int = 360) -> None:
+    """Three panels (exact match, balanced, ranking) of accuracy against samples, one line per run."""
+    metrics = ("exact_match", "balanced_accuracy", "ranking_accuracy")
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+    width, height, margin = side * len(metrics), side + 40 + 18 * len(runs), 40
+    image = Image.new("RGB", (width, height), "white")
+    pen = ImageDraw.Draw(image)
+    top = max((p["samples"] for run in runs for p in run["points"]), default=1) or 1
+    for panel, metric in enumerate(metrics):
+        left = panel * side + margin
+        box = (left, 20, left + side - 2 * margin, side - margin)
+        pen.rectangle(box, outline="black")
+        pen.text((left, 4), metric.replace("_", " "), fill="black")
+        pen.text((left, box[3] + 4), f"0 .. {top} samples", fill="black")
+
+        def xy(samples, value, box=box):
+            return (
+                box[0] + (box[2] - box[0]) * samples / top,
+                box[3] - (box[3] - box[1]) * value,
+            )
+
+        baseline = majority if metric != "balanced_accuracy" else 1 / 9
+        pen.line([xy(0, baseline), xy(top, baseline)], fill="grey", width=1)
+        for index, run in enumerate(runs):
+            line = [xy(p["samples"], p[metric]) for p in run["points"]]
+            colour = colours[index % len(colours)]
+            if len(line) > 1:
+                pen.line(line, fill=colour, width=2)
+            for x, y in line:
+                pen.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
+    for index, run in enumerate(runs):
+        y = side + 20 + 18 * index
+        pen.text((margin, y), f"{run['config']}  ({run['task']})", fill=colours[index % len(colours)])
+    pen.text((width - 330, side + 20), "grey: majority (exact, ranking) / chance (balanced)", fill="grey")
+    image.save(path)
+
+
+def write_table(runs: list[dict], path: str) -> None:
+    lines = [
+        "| configuration | task | samples | exact match | balanced | ranking | train loss | train s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        for p in run["points"]:
+            loss = "" if p.get("train_loss") is None else f"{p['train_loss']:.3f}"
+            lines.append(
+                f"| {run['config']} | {run['task']} | {p['samples']} | {p['exact_match']:.1%} | "
+                f"{p['balanced_accuracy']:.1%} | {p['ranking_accuracy']:.1%} | {loss} | {p['train_seconds']:.0f} |"
+            )
+    with open(path, "w") as file:
+        file.write("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "tokenizer", help="a Stage I visual tokenizer folder (train-tokenizer's --output_dir)"
+    )
+    parser.add_argument("--configs", nargs="+", type=parse_config, default=[parse_config("lora@1e-3")])
+    parser.add_argument("--task", choices=("group", "mixture"), default="group")
+    parser.add_argument("--points", nargs="+", type=int, default=[0, 160, 320])
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--eval_limit", type=int, default=128, help="held-out emoji scored at every point")
+    parser.add_argument("--warmup_steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="runs/stage2_curve")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    curve_path = os.path.join(args.out, "curve.json")
+    runs = json.load(open(curve_path))["runs"] if os.path.exists(curve_path) else []
+
+    llm, llm_tokenizer = load_llm("embedded")
+    visual = UniCodeVisualTokenizer.from_pretrained(args.tokenizer)
+    base, processor = UniCodeForCausalLM.from_llm(llm, visual, tokenizer=llm_tokenizer, return_processor=True)
+    held_out = load_openmoji("test", size=visual.config.image_size)
+    held_out = held_out.shuffle(seed=0).select(range(min(args.eval_limit, len(held_out))))
+    questions, groups = openmoji_conversations("group", images=held_out), held_out["group"]
+    majority = exact_match_accuracy(groups, groups)["majority_baseline"]
+
+    from trl import SFTConfig
+
+    mixture = "group=1" if args.task == "group" else QUICKSTART_MIXTURE
+    script = SFTScriptArguments(mixture=mixture, num_samples=max(args.points), eval_limit=0)
+    dataset = build_sft_dataset(script, processor, os.path.join(args.out, "dataset_cache"), {})
+    before = None
+    for kind, lr in args.configs:
+        name = f"{kind}@{lr:g}"
+        if any(run["config"] == name and run["task"] == args.task for run in runs):
+            print(f"{name} ({args.task}): already measured in {curve_path}, skipped")
+            continue
+        model = trainable(copy.deepcopy(base), kind)
+        record = {"config": name, "task": args.task, "points": []}
+        runs.append(record)
+
+        def save():
+            atomic_write_json(curve_path, {"runs": runs, "majority_baseline": majority})
+
+        if 0 in args.points:
+            before = before or evaluate(model, processor, questions, groups)
+            record["points"].append({"samples": 0, "train_seconds": 0.0, "train_loss": None, **before})
+            save()
+        training_args = SFTConfig(
+            output_dir=os.path.join(args.out, "trainer"),
+            max_steps=max(args.points) // args.batch_size,
+            per_device_train_batch_size=args.batch_size,
+            learning_rate=lr,
+            lr_scheduler_type="constant_with_warmup",
+            warmup_steps=args.warmup_steps,
+            logging_steps=1,
+            save_strategy="no",
+            max_length=None,
+            train_sampling_strategy="group_by_length",
+            remove_unused_columns=False,
+            dataset_kwargs={"skip_prepare_dataset": True},
+            use_cpu=True,
+            bf16=False,
+            report_to="none",
+            disable_tqdm=True,
+            seed=0,
+        )
+        trainer = UniCodeSFTTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=dataset,
+            processing_class=processor,
+            data_collator=UniCodeDataCollator.from_processor(processor),
+            callbacks=[
+                CurvePoints(
+                    args.points,
+                    args.batch_size,
+                    record,
+                    save,
+                    lambda m: evaluate(m, processor, questions, groups),
+                )
+            ],
+        )
+        trainer.train()
+        del trainer, model
+    write_table(runs, os.path.join(args.out, "curve.md"))
+    draw_curve(runs, os.path.join(args.out, "curve.png"), majority)
+    print(open(os.path.join(args.out, "curve.md")).read())
+
+
+if __name__ == "__main__":
+    main()
