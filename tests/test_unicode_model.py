@@ -2,9 +2,11 @@
 
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
+import warnings
 from unittest import mock
 
 import numpy as np
@@ -31,6 +33,7 @@ from transformers_unicode import (
     UniCodeTextToImagePipeline,
     UniCodeVisualTokenizer,
 )
+from transformers_unicode.modeling.modeling_unicode import CACHE_ARGUMENT
 
 ARCHITECTURES = ["llama", "gpt2"]
 PROMPT = "<image>what is this?"
@@ -195,6 +198,46 @@ def test_span_processor_allows_only_codes_then_closes():
     out = processor(ids, scores)
     allowed = [(row > float("-inf")).nonzero().flatten().tolist() for row in out]
     assert allowed == [list(range(10)), [5, 7], [2], list(range(10))]
+
+
+# ---- forward compatibility (transformers' cache rename) -------------------------------------------------
+def test_no_deprecated_cache_name_from_our_code(unicode):
+    """transformers 5.24 renamed `past_key_values` to `cache` (the old name goes in 5.40). forward, generate and
+    image generation pass the installed version's name, so neither a FutureWarning nor transformers' log
+    message about the old name comes from our code."""
+    model, processor = unicode
+    inputs = processor(images=red_image(), text=PROMPT, return_tensors="pt")
+    transformers_logging.warning_once.cache_clear()  # an earlier test's once-per-process message would hide one
+    logged = io.StringIO()
+    handler = logging.StreamHandler(logged)
+    transformers_logging.get_logger().addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            output = model(**inputs, use_cache=True)
+            model.generate(**inputs, max_new_tokens=3, do_sample=False)
+            torch.manual_seed(0)
+            model.generate(**processor(text="a car", return_tensors="pt"), generation_mode="image")
+    finally:
+        transformers_logging.get_logger().removeHandler(handler)
+    messages = [str(w.message) for w in caught] + logged.getvalue().splitlines()
+    assert not [m for m in messages if "past_key_values" in m or "cache_params" in m], messages
+    assert getattr(output, CACHE_ARGUMENT).get_seq_length() == inputs["input_ids"].shape[1]
+
+
+def test_cache_is_accepted_under_either_name(unicode):
+    model, processor = unicode
+    ids = processor(images=red_image(), text=PROMPT, return_tensors="pt")["input_ids"]
+
+    def next_logits(name):
+        cache = getattr(model(ids[:, :-1], use_cache=True), CACHE_ARGUMENT)
+        return model(ids[:, -1:], **{name: cache}).logits
+
+    full = model(ids).logits[:, -1:]
+    for name in ("cache", "past_key_values"):
+        torch.testing.assert_close(next_logits(name), full, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="once"):
+        model(ids, cache=object(), past_key_values=object())
 
 
 # ---- saving, Auto classes, remote code ------------------------------------------------------------------

@@ -16,6 +16,7 @@ How an image sits in `input_ids`:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
@@ -30,6 +31,22 @@ from .modeling_visual_tokenizer import UniCodeVisualTokenizer
 from .quantization_unicode import aggregate_code_embeddings
 
 logger = logging.get_logger(__name__)
+
+# transformers renamed the cache argument and output field `past_key_values` -> `cache` (5.24; the old name
+# warns and goes in 5.40). The name is read once from the installed version, so this file passes the
+# language model the name it expects on either side of the rename and never triggers the deprecation.
+CACHE_ARGUMENT = (
+    "cache"
+    if "cache" in {field.name for field in dataclasses.fields(BaseModelOutputWithPast)}
+    else "past_key_values"
+)
+
+
+def _one_cache(cache, past_key_values):
+    """The cache passed under either name (`generate` uses the installed version's; a caller may use either)."""
+    if cache is not None and past_key_values is not None:
+        raise ValueError("Pass the cache once: `cache` or its old name `past_key_values`, not both.")
+    return cache if cache is not None else past_key_values
 
 
 def _hub_name(llm) -> str | None:
@@ -53,7 +70,7 @@ class UniCodePreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = [CACHE_ARGUMENT]
     _no_split_modules = ["UniCodeVisualTokenizer"]
     _supports_flash_attn = True
     _supports_sdpa = True
@@ -150,11 +167,16 @@ class UniCodeModel(UniCodePreTrainedModel):
         pixel_values: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
+        past_key_values=None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
+        r"""
+        cache (`Cache`, *optional*): the key/value cache; `past_key_values`, its name before transformers 5.24, is
+            accepted too, and the language model is passed it under the name the installed transformers uses.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
         if inputs_embeds is None:
@@ -163,9 +185,8 @@ class UniCodeModel(UniCodePreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
-            **{**kwargs, "return_dict": True},
+            **{**kwargs, CACHE_ARGUMENT: _one_cache(cache, past_key_values), "return_dict": True},
         )
 
 
@@ -217,16 +238,19 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         pixel_values: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         image_span_mask: torch.Tensor | None = None,
         skip_logits: bool | None = None,
+        past_key_values=None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
+        cache (`Cache`, *optional*): the key/value cache (`past_key_values` before transformers 5.24; either name
+            is accepted, and the output carries it under the installed version's name).
         labels (`torch.LongTensor` of shape `(B, L)`, *optional*): next-token targets, -100 where ignored.
             Positions of images the model reads are never targets and are ignored whatever they hold; the
             codes of an image the model writes are ordinary targets.
@@ -242,7 +266,7 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             pixel_values=pixel_values,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=_one_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -265,9 +289,9 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            **{CACHE_ARGUMENT: getattr(outputs, CACHE_ARGUMENT)},
         )
 
     def supervised_loss(self, hidden_states, labels, num_items_in_batch=None) -> torch.Tensor:
