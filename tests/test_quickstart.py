@@ -4,6 +4,7 @@ job on the embedded default, interrupted and resumed (slow)."""
 import json
 import os
 import time
+import warnings
 
 import pytest
 from conftest import tiny_sft
@@ -41,6 +42,18 @@ def test_budget_gives_both_training_stages_the_same_fraction_of_their_plan(
         assert min(fractions) >= 1.0, "the default plan must fit the default budget"
     else:
         assert max(fractions) < 1.0
+
+
+def test_stage_two_config_names_activation_checkpointing(tmp_path):
+    """`gradient_checkpointing` is a deprecated alias (FutureWarning) of `activation_checkpointing`."""
+    from transformers_unicode.training.quickstart import Quickstart, QuickstartArguments
+
+    run = Quickstart(QuickstartArguments(out=str(tmp_path / "qs")))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = run.sft_config(str(tmp_path / "qs" / "model"))
+    assert config.activation_checkpointing is False
+    assert not [w for w in caught if "checkpointing" in str(w.message)], [str(w.message) for w in caught]
 
 
 @pytest.mark.slow
