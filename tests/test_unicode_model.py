@@ -336,6 +336,99 @@ def test_trust_remote_code_in_a_fresh_process(saved, tmp_path):
     assert torch.equal(torch.load(logits_file), model(**inputs).logits)
 
 
+# A process as a Hub user has it: `transformers_unicode` (and any package named in argv[1]) is not installed,
+# whatever sys.path and the venv hold. Every import finder is wrapped to find nothing for those names, so an
+# import raises ModuleNotFoundError and `importlib.util.find_spec` returns None, as for an absent package.
+WITHOUT_PACKAGES = """
+import importlib.util, sys
+
+ABSENT = {"transformers_unicode", *filter(None, sys.argv[1].split(","))}
+
+
+class Absent:
+    def __init__(self, finder):
+        self.finder = finder
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ABSENT:
+            return None
+        return self.finder.find_spec(name, path, target)
+
+    def __getattr__(self, name):
+        return getattr(self.finder, name)
+
+
+sys.meta_path[:] = [Absent(finder) for finder in sys.meta_path]
+assert importlib.util.find_spec("transformers_unicode") is None
+folder = sys.argv[2]
+"""
+
+HUB_PIPELINES = (
+    WITHOUT_PACKAGES
+    + """
+from PIL import Image
+from transformers import pipeline
+
+for task in ("image-to-text", "image-text-to-text"):
+    captioner = pipeline(task, model=folder, trust_remote_code=True)
+    out = captioner(Image.new("RGB", (20, 20), (220, 30, 30)), text="<image>what is this?", max_new_tokens=3,
+                    do_sample=False, return_full_text=False)
+    print(task, type(captioner.model).__module__.split(".")[0], repr(out[0]["generated_text"]))
+"""
+)
+
+HUB_WITHOUT_DIFFUSERS = (
+    WITHOUT_PACKAGES
+    + """
+from transformers import AutoModelForCausalLM, AutoProcessor
+
+for auto in (AutoModelForCausalLM, AutoProcessor):
+    try:
+        auto.from_pretrained(folder, trust_remote_code=True)
+    except ImportError as error:
+        print(auto.__name__, type(error).__name__, error)
+"""
+)
+
+
+def run_as_hub_user(code: str, folder: str, tmp_path, absent: str = "") -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    return subprocess.run(
+        [sys.executable, "-c", code, absent, folder], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def test_pipelines_with_remote_code_and_without_the_package(saved, tmp_path):
+    """The README's pipelines for a Hub user: `auto_map` names AutoModelForImageTextToText, which the
+    image-text-to-text pipeline (and its "image-to-text" alias) asks for."""
+    _, _, folder = saved
+    auto_map = json.load(open(os.path.join(folder, "config.json")))["auto_map"]
+    assert auto_map["AutoModelForImageTextToText"] == "modeling_unicode.UniCodeForCausalLM"
+    result = run_as_hub_user(HUB_PIPELINES, folder, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["image-to-text", "transformers_modules"],
+        ["image-text-to-text", "transformers_modules"],
+    ], result.stdout
+    captioner = pipeline("image-text-to-text", model=folder)  # the same folder through the package
+    expected = captioner(red_image(), text=PROMPT, max_new_tokens=3, do_sample=False, return_full_text=False)
+    assert all(line.split(maxsplit=2)[2] == repr(expected[0]["generated_text"]) for line in lines)
+
+
+def test_remote_code_without_diffusers_names_the_package(saved, tmp_path):
+    _, _, folder = saved
+    result = run_as_hub_user(HUB_WITHOUT_DIFFUSERS, folder, tmp_path, absent="diffusers")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["AutoModelForCausalLM", "ImportError"],
+        ["AutoProcessor", "ImportError"],
+    ], result.stdout
+    assert all("pip install diffusers" in line for line in lines)
+
+
 # ---- pipelines ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("task", ["image-to-text", "image-text-to-text"])
 def test_captioning_pipeline(saved, task):

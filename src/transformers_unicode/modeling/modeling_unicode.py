@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import diffusers  # noqa: F401  (see REMOTE_CODE_REQUIREMENT)
 import torch
 from torch import nn
 from transformers import AutoModel, GenerationMixin, LogitsProcessorList, PreTrainedModel
@@ -40,6 +41,23 @@ CACHE_ARGUMENT = (
     if "cache" in {field.name for field in dataclasses.fields(BaseModelOutputWithPast)}
     else "past_key_values"
 )
+
+
+# A trust_remote_code load checks the third-party imports of the file it loads first (this one, for the model)
+# but not of the files that file imports, and the visual tokenizer's blocks are diffusers'. The import above
+# is here so transformers names the missing package ("requires ... diffusers. Run `pip install diffusers`")
+# instead of a bare ModuleNotFoundError from inside modeling_visual_tokenizer.py. The model card gives the
+# whole install line.
+
+# The Auto classes a saved folder names in `auto_map` for trust_remote_code: those the package registers at
+# import. pipeline("image-text-to-text") and its alias "image-to-text" ask AutoModelForImageTextToText,
+# "text-generation" AutoModelForCausalLM, "feature-extraction" AutoModel. `register_for_auto_class` keeps one
+# name per class, so `save_pretrained` writes the rest.
+REMOTE_CODE_AUTO_CLASSES = {
+    "AutoModel": "UniCodeModel",
+    "AutoModelForCausalLM": "UniCodeForCausalLM",
+    "AutoModelForImageTextToText": "UniCodeForCausalLM",
+}
 
 
 def _one_cache(cache, past_key_values):
@@ -471,7 +489,17 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         return build_model_card(self.config)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """The standard save, plus a model card (README.md) unless the folder already has one."""
+        """The standard save, plus a model card (README.md) unless the folder already has one.
+
+        When the class is registered for remote code (the package does it at import; a trust_remote_code load
+        does it too), `auto_map` names every class of `REMOTE_CODE_AUTO_CLASSES`, so pipelines find the model
+        without the package.
+        """
+        if self._auto_class is not None:
+            module = type(self).__module__.rsplit(".", 1)[-1]
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.update({auto: f"{module}.{name}" for auto, name in REMOTE_CODE_AUTO_CLASSES.items()})
+            self.config.auto_map = auto_map
         result = super().save_pretrained(save_directory, *args, **kwargs)
         readme = os.path.join(save_directory, "README.md")
         if not os.path.exists(readme):
