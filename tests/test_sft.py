@@ -468,6 +468,8 @@ def test_sft_cli_trains_a_saved_model_from_a_yaml_recipe(tmp_path, capsys):
     assert main(["sft", "--config", str(recipe)]) == 0
     assert '"samples": 8' in capsys.readouterr().out
     assert (tmp_path / "out" / "checkpoint-2").is_dir()
+    card = (tmp_path / "out" / "README.md").read_text()  # TRL's checkpoint card replaced by ours
+    assert "trust_remote_code=True" in card and "pip install" in card
     assert (
         main(["sft", "--config", str(recipe), "--max_steps", "3", "--resume"]) == 0
     )  # flags override the file

@@ -33,6 +33,7 @@ from transformers_unicode import (
     UniCodeTextToImagePipeline,
     UniCodeVisualTokenizer,
 )
+from transformers_unicode.modeling.model_card import INSTALL, build_model_card
 from transformers_unicode.modeling.modeling_unicode import CACHE_ARGUMENT
 
 ARCHITECTURES = ["llama", "gpt2"]
@@ -289,6 +290,52 @@ def test_model_card_metadata(saved, tmp_path):
     assert "license: cc-by-sa-4.0" in text and "CC BY-SA 4.0" in text
 
 
+def test_model_card_tells_a_hub_user_what_to_install_and_run(saved):
+    _, _, folder = saved
+    card = open(os.path.join(folder, "README.md")).read()
+    assert INSTALL in card and card.count("pip install") == 1
+    assert "trust_remote_code=True" in card and 'pipeline("image-text-to-text"' in card
+    assert "What it can and cannot do" in card and "not measured" in card  # no quickstart report: no figures
+
+
+# The figures of the README's quickstart run, in the shape of its report.json.
+QUICKSTART_REPORT = {
+    "targets": {
+        "held_out_psnr": {"target": 24.0, "reached": 24.1, "met": True},
+        "held_out_group_accuracy": {"target": 0.6, "reached": 0.594, "met": False},
+        "generation_top5_training_prompts": {"target": 0.5, "reached": 0.0, "met": False},
+    },
+    "metrics": {
+        "reconstruction": {"psnr": 24.1, "ssim": 0.923, "codebook_usage": 0.916, "rfid": None, "count": 374},
+        "understanding": {
+            "group": {
+                "exact_match": 0.594,
+                "majority_baseline": 0.594,
+                "balanced_accuracy": 0.111,
+                "count": 128,
+            },
+            "subgroup": {"exact_match": 0.0},
+        },
+        "generation": {
+            "training_prompts": {"top5": 0.0, "candidates": 3944},
+            "held_out_prompts_group": {"top5": 0.5},
+        },
+    },
+    "configuration": {"device": "cpu (2 threads)"},
+}
+
+
+def test_model_card_gives_the_quickstart_figures(saved):
+    model, _, _ = saved
+    card = str(build_model_card(model.config, report=QUICKSTART_REPORT))
+    assert "not measured. This folder" not in card
+    assert "| 24.10 dB | >= 24 dB: **met** |" in card
+    assert "59.4 % (majority baseline 59.4 %, balanced accuracy 11.1 %) | >= 60.0 %: **missed** |" in card
+    assert "top 5 of 3944 renders | 0.0 % | >= 50.0 %: **missed** |" in card
+    assert "| rFID | not measured |" in card and "cpu (2 threads)" in card
+    assert "Cannot yet" in card and "drawings are not yet recognisable" in card and "stay under" not in card
+
+
 def test_push_to_hub_is_the_standard_one_plus_our_card(saved):
     model, _, _ = saved
     api = mock.MagicMock()
@@ -391,11 +438,17 @@ for auto in (AutoModelForCausalLM, AutoProcessor):
 )
 
 
-def run_as_hub_user(code: str, folder: str, tmp_path, absent: str = "") -> subprocess.CompletedProcess:
+def run_as_hub_user(
+    code: str, folder: str, tmp_path, absent: str = "", extra: list[str] = ()
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     return subprocess.run(
-        [sys.executable, "-c", code, absent, folder], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", code, absent, folder, *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
 
 
@@ -427,6 +480,19 @@ def test_remote_code_without_diffusers_names_the_package(saved, tmp_path):
         ["AutoProcessor", "ImportError"],
     ], result.stdout
     assert all("pip install diffusers" in line for line in lines)
+
+
+def test_model_card_code_runs_for_a_hub_user(saved, tmp_path):
+    """The card's Python blocks, verbatim, in a process without transformers_unicode."""
+    model, _, folder = saved
+    card = str(build_model_card(model.config, repo=folder))
+    blocks = [block.split("\n", 1)[1] for block in card.split("```")[1::2] if block.startswith("python")]
+    assert len(blocks) == 2
+    code = WITHOUT_PACKAGES + "\nimport os\nos.chdir(sys.argv[3])\n" + "\n".join(blocks)
+    result = run_as_hub_user(code, folder, tmp_path, extra=[str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert Image.open(tmp_path / "apple.png").size == (16, 16)
+    assert "generated_text" in result.stdout
 
 
 # ---- pipelines ---------------------------------------------------------------------------------------------

@@ -349,7 +349,17 @@ class Quickstart:
             },
         }
         atomic_write_json(os.path.join(self.out, "report.json"), report)
+        self.write_model_card(report)
         return report
+
+    def write_model_card(self, report: dict) -> None:
+        """The model folder's card, now with the figures this run measured (what it can and cannot do)."""
+        from ..modeling.configuration_unicode import UniCodeConfig
+        from ..modeling.model_card import build_model_card
+
+        folder = os.path.join(self.out, "model")
+        card = build_model_card(UniCodeConfig.from_pretrained(folder), report=report)
+        card.save(os.path.join(folder, "README.md"))
 
 
 def run_quickstart(args: QuickstartArguments, evaluation: EvaluationArguments | None = None) -> dict:
