@@ -345,12 +345,14 @@ def test_push_to_hub_is_the_standard_one_plus_our_card(saved):
         mock.patch("transformers.utils.hub.hf_api", return_value=api),
         mock.patch("transformers.utils.hub.create_and_tag_model_card", return_value=generic),
         mock.patch("huggingface_hub.ModelCard.push_to_hub") as card_push,
+        mock.patch.object(model, "model_card", wraps=model.model_card) as card,
     ):
         model.push_to_hub("user/unicode-tiny")
     operations = api.create_commit.call_args.kwargs["operations"]
     uploaded = {op.path_in_repo for op in operations}
     assert {"config.json", "model.safetensors", "modeling_unicode.py"} <= uploaded
     assert card_push.call_args.args[0] == "user/unicode-tiny"
+    assert card.call_args.kwargs == {"repo": "user/unicode-tiny"}  # its usage code loads from the repository
 
 
 REMOTE_CODE = """

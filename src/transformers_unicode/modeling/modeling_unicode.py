@@ -482,11 +482,11 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         )
         return model, processor
 
-    def model_card(self):
-        """A `huggingface_hub.ModelCard` whose metadata and usage code match this model."""
+    def model_card(self, repo: str = "."):
+        """A `huggingface_hub.ModelCard` whose metadata and usage code match this model (loaded from `repo`)."""
         from .model_card import build_model_card
 
-        return build_model_card(self.config)
+        return build_model_card(self.config, repo=repo)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """The standard save, plus a model card (README.md) unless the folder already has one.
@@ -510,7 +510,7 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         """The standard `push_to_hub`; then the UniCode model card replaces the generic one that transformers
         writes for a repository without a card (it builds that card before calling `save_pretrained`)."""
         result = super().push_to_hub(repo_id, *args, **kwargs)
-        card = self.model_card()
+        card = self.model_card(repo=repo_id)  # the usage code loads from the repository itself
         card.push_to_hub(repo_id, token=kwargs.get("token"), commit_message="UniCode model card")
         return result
 
