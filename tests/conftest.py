@@ -131,7 +131,7 @@ def tiny_sft(output_dir, unicode=None, model_args=None, script=None, **kwargs):
     config = dict(
         output_dir=str(output_dir), max_steps=4, per_device_train_batch_size=4, learning_rate=1e-3, use_cpu=True,
         bf16=False, report_to=[], logging_steps=1, save_strategy="no", max_length=None, disable_tqdm=True,
-        gradient_checkpointing=False, seed=0, data_seed=0,
+        activation_checkpointing=False, seed=0, data_seed=0,
     )
     config.update(kwargs)
     model, processor = unicode if unicode is not None else tiny_unicode()

@@ -64,7 +64,7 @@ def test_stage2_cli_on_the_embedded_default(tmp_path, capsys):
     out = tmp_path / "sft"
     flags = ["sft", "--model_name_or_path", str(tmp_path / "tokenizer"), "--output_dir", str(out), "--max_steps", "2",
              "--per_device_train_batch_size", "2", "--num_samples", "4", "--train_limit", "8", "--eval_limit", "2",
-             "--eval_draw_limit", "1", "--use_peft", "--lora_r", "4", "--gradient_checkpointing", "false",
+             "--eval_draw_limit", "1", "--use_peft", "--lora_r", "4", "--activation_checkpointing", "false",
              "--max_length", "None", "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true"]
     assert main(flags) == 0
     results = json.loads((out / "sft_results.json").read_text())

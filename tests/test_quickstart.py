@@ -3,6 +3,7 @@ job on the embedded default, interrupted and resumed (slow)."""
 
 import json
 import os
+import warnings
 
 import pytest
 from conftest import tiny_sft
@@ -85,6 +86,36 @@ def test_budget_gives_each_training_stage_its_plan_or_the_same_fraction_of_it(
         assert max(fractions) < 1.0
 
 
+def test_stage_two_config_names_activation_checkpointing(tmp_path):
+    """`gradient_checkpointing` is a deprecated alias (FutureWarning) of `activation_checkpointing`."""
+    from transformers_unicode.training.quickstart import Quickstart, QuickstartArguments
+
+    run = Quickstart(QuickstartArguments(out=str(tmp_path / "qs")))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = run.sft_config(str(tmp_path / "qs" / "model"))
+    assert config.activation_checkpointing is False
+    assert not [w for w in caught if "checkpointing" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_model_card_of_the_quickstart_carries_its_figures(tmp_path):
+    from conftest import tiny_unicode
+
+    from transformers_unicode.training.quickstart import Quickstart, QuickstartArguments
+
+    model, _ = tiny_unicode()
+    model.save_pretrained(tmp_path / "qs" / "model")
+    assert "not measured" in (tmp_path / "qs" / "model" / "README.md").read_text()
+    report = {  # a run that reached only some of what report.json holds
+        "targets": {"held_out_psnr": {"target": 24.0, "reached": 23.5, "met": False}},
+        "metrics": {"reconstruction": {"psnr": 23.5, "ssim": 0.9, "codebook_usage": 0.5, "count": 16}},
+    }
+    Quickstart(QuickstartArguments(out=str(tmp_path / "qs"), resume=True)).write_model_card(report)
+    card = (tmp_path / "qs" / "model" / "README.md").read_text()
+    assert "| 23.50 dB | >= 24 dB: **missed** |" in card and "stay under the PSNR target" in card
+    assert "not measured. This folder" not in card and "trust_remote_code=True" in card
+
+
 @pytest.mark.slow
 def test_miniature_quickstart_end_to_end_interrupted_and_resumed(tmp_path, capsys, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoProcessor
@@ -149,6 +180,8 @@ def test_miniature_quickstart_end_to_end_interrupted_and_resumed(tmp_path, capsy
     for sheet in ("reconstructions.png", "generations.png", "captions.png"):
         assert Image.open(out / sheet).size[0] > 128
 
+    card = (out / "model" / "README.md").read_text()  # the card carries this run's figures
+    assert f"| {reconstruction['psnr']:.2f} dB |" in card and "trust_remote_code=True" in card
     model = AutoModelForCausalLM.from_pretrained(out / "model")
     processor = AutoProcessor.from_pretrained(out / "model")
     assert type(model).__name__ == "UniCodeForCausalLM" and processor.visual_tokenizer is not None

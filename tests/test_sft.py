@@ -462,12 +462,14 @@ def test_sft_cli_trains_a_saved_model_from_a_yaml_recipe(tmp_path, capsys):
     recipe.write_text(
         f"model_name_or_path: {tmp_path / 'model'}\noutput_dir: {tmp_path / 'out'}\nmax_steps: 2\n"
         "per_device_train_batch_size: 4\nnum_samples: 8\ntrain_limit: 8\neval_limit: 0\n"
-        "mixture: caption=1,text_to_image=1\ngradient_checkpointing: false\nmax_length: null\nreport_to: none\n"
+        "mixture: caption=1,text_to_image=1\nactivation_checkpointing: false\nmax_length: null\nreport_to: none\n"
         "save_steps: 1\ndisable_tqdm: true\n"
     )
     assert main(["sft", "--config", str(recipe)]) == 0
     assert '"samples": 8' in capsys.readouterr().out
     assert (tmp_path / "out" / "checkpoint-2").is_dir()
+    card = (tmp_path / "out" / "README.md").read_text()  # TRL's checkpoint card replaced by ours
+    assert "trust_remote_code=True" in card and "pip install" in card
     assert (
         main(["sft", "--config", str(recipe), "--max_steps", "3", "--resume"]) == 0
     )  # flags override the file

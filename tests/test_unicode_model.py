@@ -2,9 +2,11 @@
 
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
+import warnings
 from unittest import mock
 
 import numpy as np
@@ -31,6 +33,8 @@ from transformers_unicode import (
     UniCodeTextToImagePipeline,
     UniCodeVisualTokenizer,
 )
+from transformers_unicode.modeling.model_card import INSTALL, build_model_card
+from transformers_unicode.modeling.modeling_unicode import CACHE_ARGUMENT
 
 ARCHITECTURES = ["llama", "gpt2"]
 PROMPT = "<image>what is this?"
@@ -197,6 +201,46 @@ def test_span_processor_allows_only_codes_then_closes():
     assert allowed == [list(range(10)), [5, 7], [2], list(range(10))]
 
 
+# ---- forward compatibility (transformers' cache rename) -------------------------------------------------
+def test_no_deprecated_cache_name_from_our_code(unicode):
+    """transformers 5.24 renamed `past_key_values` to `cache` (the old name goes in 5.40). forward, generate and
+    image generation pass the installed version's name, so neither a FutureWarning nor transformers' log
+    message about the old name comes from our code."""
+    model, processor = unicode
+    inputs = processor(images=red_image(), text=PROMPT, return_tensors="pt")
+    transformers_logging.warning_once.cache_clear()  # an earlier test's once-per-process message would hide one
+    logged = io.StringIO()
+    handler = logging.StreamHandler(logged)
+    transformers_logging.get_logger().addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            output = model(**inputs, use_cache=True)
+            model.generate(**inputs, max_new_tokens=3, do_sample=False)
+            torch.manual_seed(0)
+            model.generate(**processor(text="a car", return_tensors="pt"), generation_mode="image")
+    finally:
+        transformers_logging.get_logger().removeHandler(handler)
+    messages = [str(w.message) for w in caught] + logged.getvalue().splitlines()
+    assert not [m for m in messages if "past_key_values" in m or "cache_params" in m], messages
+    assert getattr(output, CACHE_ARGUMENT).get_seq_length() == inputs["input_ids"].shape[1]
+
+
+def test_cache_is_accepted_under_either_name(unicode):
+    model, processor = unicode
+    ids = processor(images=red_image(), text=PROMPT, return_tensors="pt")["input_ids"]
+
+    def next_logits(name):
+        cache = getattr(model(ids[:, :-1], use_cache=True), CACHE_ARGUMENT)
+        return model(ids[:, -1:], **{name: cache}).logits
+
+    full = model(ids).logits[:, -1:]
+    for name in ("cache", "past_key_values"):
+        torch.testing.assert_close(next_logits(name), full, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="once"):
+        model(ids, cache=object(), past_key_values=object())
+
+
 # ---- saving, Auto classes, remote code ------------------------------------------------------------------
 def test_save_load_equal_logits_and_safetensors_only(saved):
     model, processor, folder = saved
@@ -246,6 +290,52 @@ def test_model_card_metadata(saved, tmp_path):
     assert "license: cc-by-sa-4.0" in text and "CC BY-SA 4.0" in text
 
 
+def test_model_card_tells_a_hub_user_what_to_install_and_run(saved):
+    _, _, folder = saved
+    card = open(os.path.join(folder, "README.md")).read()
+    assert INSTALL in card and card.count("pip install") == 1
+    assert "trust_remote_code=True" in card and 'pipeline("image-text-to-text"' in card
+    assert "What it can and cannot do" in card and "not measured" in card  # no quickstart report: no figures
+
+
+# The figures of the README's quickstart run, in the shape of its report.json.
+QUICKSTART_REPORT = {
+    "targets": {
+        "held_out_psnr": {"target": 24.0, "reached": 24.1, "met": True},
+        "held_out_group_accuracy": {"target": 0.6, "reached": 0.594, "met": False},
+        "generation_top5_training_prompts": {"target": 0.5, "reached": 0.0, "met": False},
+    },
+    "metrics": {
+        "reconstruction": {"psnr": 24.1, "ssim": 0.923, "codebook_usage": 0.916, "rfid": None, "count": 374},
+        "understanding": {
+            "group": {
+                "exact_match": 0.594,
+                "majority_baseline": 0.594,
+                "balanced_accuracy": 0.111,
+                "count": 128,
+            },
+            "subgroup": {"exact_match": 0.0},
+        },
+        "generation": {
+            "training_prompts": {"top5": 0.0, "candidates": 3944},
+            "held_out_prompts_group": {"top5": 0.5},
+        },
+    },
+    "configuration": {"device": "cpu (2 threads)"},
+}
+
+
+def test_model_card_gives_the_quickstart_figures(saved):
+    model, _, _ = saved
+    card = str(build_model_card(model.config, report=QUICKSTART_REPORT))
+    assert "not measured. This folder" not in card
+    assert "| 24.10 dB | >= 24 dB: **met** |" in card
+    assert "59.4 % (majority baseline 59.4 %, balanced accuracy 11.1 %) | >= 60.0 %: **missed** |" in card
+    assert "top 5 of 3944 renders | 0.0 % | >= 50.0 %: **missed** |" in card
+    assert "| rFID | not measured |" in card and "cpu (2 threads)" in card
+    assert "Cannot yet" in card and "drawings are not yet recognisable" in card and "stay under" not in card
+
+
 def test_push_to_hub_is_the_standard_one_plus_our_card(saved):
     model, _, _ = saved
     api = mock.MagicMock()
@@ -255,12 +345,14 @@ def test_push_to_hub_is_the_standard_one_plus_our_card(saved):
         mock.patch("transformers.utils.hub.hf_api", return_value=api),
         mock.patch("transformers.utils.hub.create_and_tag_model_card", return_value=generic),
         mock.patch("huggingface_hub.ModelCard.push_to_hub") as card_push,
+        mock.patch.object(model, "model_card", wraps=model.model_card) as card,
     ):
         model.push_to_hub("user/unicode-tiny")
     operations = api.create_commit.call_args.kwargs["operations"]
     uploaded = {op.path_in_repo for op in operations}
     assert {"config.json", "model.safetensors", "modeling_unicode.py"} <= uploaded
     assert card_push.call_args.args[0] == "user/unicode-tiny"
+    assert card.call_args.kwargs == {"repo": "user/unicode-tiny"}  # its usage code loads from the repository
 
 
 REMOTE_CODE = """
@@ -291,6 +383,118 @@ def test_trust_remote_code_in_a_fresh_process(saved, tmp_path):
     assert "transformers_modules" in result.stdout and "(16, 16)" in result.stdout
     inputs = processor(images=red_image(), text=PROMPT, return_tensors="pt")
     assert torch.equal(torch.load(logits_file), model(**inputs).logits)
+
+
+# A process as a Hub user has it: `transformers_unicode` (and any package named in argv[1]) is not installed,
+# whatever sys.path and the venv hold. Every import finder is wrapped to find nothing for those names, so an
+# import raises ModuleNotFoundError and `importlib.util.find_spec` returns None, as for an absent package.
+WITHOUT_PACKAGES = """
+import importlib.util, sys
+
+ABSENT = {"transformers_unicode", *filter(None, sys.argv[1].split(","))}
+
+
+class Absent:
+    def __init__(self, finder):
+        self.finder = finder
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ABSENT:
+            return None
+        return self.finder.find_spec(name, path, target)
+
+    def __getattr__(self, name):
+        return getattr(self.finder, name)
+
+
+sys.meta_path[:] = [Absent(finder) for finder in sys.meta_path]
+assert importlib.util.find_spec("transformers_unicode") is None
+folder = sys.argv[2]
+"""
+
+HUB_PIPELINES = (
+    WITHOUT_PACKAGES
+    + """
+from PIL import Image
+from transformers import pipeline
+
+for task in ("image-to-text", "image-text-to-text"):
+    captioner = pipeline(task, model=folder, trust_remote_code=True)
+    out = captioner(Image.new("RGB", (20, 20), (220, 30, 30)), text="<image>what is this?", max_new_tokens=3,
+                    do_sample=False, return_full_text=False)
+    print(task, type(captioner.model).__module__.split(".")[0], repr(out[0]["generated_text"]))
+"""
+)
+
+HUB_WITHOUT_DIFFUSERS = (
+    WITHOUT_PACKAGES
+    + """
+from transformers import AutoModelForCausalLM, AutoProcessor
+
+for auto in (AutoModelForCausalLM, AutoProcessor):
+    try:
+        auto.from_pretrained(folder, trust_remote_code=True)
+    except ImportError as error:
+        print(auto.__name__, type(error).__name__, error)
+"""
+)
+
+
+def run_as_hub_user(
+    code: str, folder: str, tmp_path, absent: str = "", extra: list[str] = ()
+) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    return subprocess.run(
+        [sys.executable, "-c", code, absent, folder, *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_pipelines_with_remote_code_and_without_the_package(saved, tmp_path):
+    """The README's pipelines for a Hub user: `auto_map` names AutoModelForImageTextToText, which the
+    image-text-to-text pipeline (and its "image-to-text" alias) asks for."""
+    _, _, folder = saved
+    auto_map = json.load(open(os.path.join(folder, "config.json")))["auto_map"]
+    assert auto_map["AutoModelForImageTextToText"] == "modeling_unicode.UniCodeForCausalLM"
+    result = run_as_hub_user(HUB_PIPELINES, folder, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["image-to-text", "transformers_modules"],
+        ["image-text-to-text", "transformers_modules"],
+    ], result.stdout
+    captioner = pipeline("image-text-to-text", model=folder)  # the same folder through the package
+    expected = captioner(red_image(), text=PROMPT, max_new_tokens=3, do_sample=False, return_full_text=False)
+    assert all(line.split(maxsplit=2)[2] == repr(expected[0]["generated_text"]) for line in lines)
+
+
+def test_remote_code_without_diffusers_names_the_package(saved, tmp_path):
+    _, _, folder = saved
+    result = run_as_hub_user(HUB_WITHOUT_DIFFUSERS, folder, tmp_path, absent="diffusers")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["AutoModelForCausalLM", "ImportError"],
+        ["AutoProcessor", "ImportError"],
+    ], result.stdout
+    assert all("pip install diffusers" in line for line in lines)
+
+
+def test_model_card_code_runs_for_a_hub_user(saved, tmp_path):
+    """The card's Python blocks, verbatim, in a process without transformers_unicode."""
+    model, _, folder = saved
+    card = str(build_model_card(model.config, repo=folder))
+    blocks = [block.split("\n", 1)[1] for block in card.split("```")[1::2] if block.startswith("python")]
+    assert len(blocks) == 2
+    code = WITHOUT_PACKAGES + "\nimport os\nos.chdir(sys.argv[3])\n" + "\n".join(blocks)
+    result = run_as_hub_user(code, folder, tmp_path, extra=[str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert Image.open(tmp_path / "apple.png").size == (16, 16)
+    assert "generated_text" in result.stdout
 
 
 # ---- pipelines ---------------------------------------------------------------------------------------------

@@ -97,7 +97,8 @@ AutoTokenizer.register(UniCodeConfig, fast_tokenizer_class=UniCodeTokenizer, exi
 AutoProcessor.register(UniCodeConfig, UniCodeProcessor, exist_ok=True)
 
 # And for trust_remote_code: save_pretrained copies the defining files and writes `auto_map`, so a saved
-# folder loads in a process where this package is not installed.
+# folder loads in a process where this package is not installed. One Auto class per class here; the model's
+# save_pretrained adds the others it is registered under above (AutoModel, AutoModelForImageTextToText).
 UniCodeVisualTokenizerConfig.register_for_auto_class()
 UniCodeVisualTokenizer.register_for_auto_class("AutoModel")
 UniCodeConfig.register_for_auto_class()

@@ -16,8 +16,10 @@ How an image sits in `input_ids`:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
+import diffusers  # noqa: F401  (see REMOTE_CODE_REQUIREMENT)
 import torch
 from torch import nn
 from transformers import AutoModel, GenerationMixin, LogitsProcessorList, PreTrainedModel
@@ -30,6 +32,39 @@ from .modeling_visual_tokenizer import UniCodeVisualTokenizer
 from .quantization_unicode import aggregate_code_embeddings
 
 logger = logging.get_logger(__name__)
+
+# transformers renamed the cache argument and output field `past_key_values` -> `cache` (5.24; the old name
+# warns and goes in 5.40). The name is read once from the installed version, so this file passes the
+# language model the name it expects on either side of the rename and never triggers the deprecation.
+CACHE_ARGUMENT = (
+    "cache"
+    if "cache" in {field.name for field in dataclasses.fields(BaseModelOutputWithPast)}
+    else "past_key_values"
+)
+
+
+# A trust_remote_code load checks the third-party imports of the file it loads first (this one, for the model)
+# but not of the files that file imports, and the visual tokenizer's blocks are diffusers'. The import above
+# is here so transformers names the missing package ("requires ... diffusers. Run `pip install diffusers`")
+# instead of a bare ModuleNotFoundError from inside modeling_visual_tokenizer.py. The model card gives the
+# whole install line.
+
+# The Auto classes a saved folder names in `auto_map` for trust_remote_code: those the package registers at
+# import. pipeline("image-text-to-text") and its alias "image-to-text" ask AutoModelForImageTextToText,
+# "text-generation" AutoModelForCausalLM, "feature-extraction" AutoModel. `register_for_auto_class` keeps one
+# name per class, so `save_pretrained` writes the rest.
+REMOTE_CODE_AUTO_CLASSES = {
+    "AutoModel": "UniCodeModel",
+    "AutoModelForCausalLM": "UniCodeForCausalLM",
+    "AutoModelForImageTextToText": "UniCodeForCausalLM",
+}
+
+
+def _one_cache(cache, past_key_values):
+    """The cache passed under either name (`generate` uses the installed version's; a caller may use either)."""
+    if cache is not None and past_key_values is not None:
+        raise ValueError("Pass the cache once: `cache` or its old name `past_key_values`, not both.")
+    return cache if cache is not None else past_key_values
 
 
 def _hub_name(llm) -> str | None:
@@ -53,7 +88,7 @@ class UniCodePreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = [CACHE_ARGUMENT]
     _no_split_modules = ["UniCodeVisualTokenizer"]
     _supports_flash_attn = True
     _supports_sdpa = True
@@ -150,11 +185,16 @@ class UniCodeModel(UniCodePreTrainedModel):
         pixel_values: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
+        past_key_values=None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
+        r"""
+        cache (`Cache`, *optional*): the key/value cache; `past_key_values`, its name before transformers 5.24, is
+            accepted too, and the language model is passed it under the name the installed transformers uses.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
         if inputs_embeds is None:
@@ -163,9 +203,8 @@ class UniCodeModel(UniCodePreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
-            **{**kwargs, "return_dict": True},
+            **{**kwargs, CACHE_ARGUMENT: _one_cache(cache, past_key_values), "return_dict": True},
         )
 
 
@@ -217,16 +256,19 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         pixel_values: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         image_span_mask: torch.Tensor | None = None,
         skip_logits: bool | None = None,
+        past_key_values=None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
+        cache (`Cache`, *optional*): the key/value cache (`past_key_values` before transformers 5.24; either name
+            is accepted, and the output carries it under the installed version's name).
         labels (`torch.LongTensor` of shape `(B, L)`, *optional*): next-token targets, -100 where ignored.
             Positions of images the model reads are never targets and are ignored whatever they hold; the
             codes of an image the model writes are ordinary targets.
@@ -242,7 +284,7 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             pixel_values=pixel_values,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=_one_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -265,9 +307,9 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            **{CACHE_ARGUMENT: getattr(outputs, CACHE_ARGUMENT)},
         )
 
     def supervised_loss(self, hidden_states, labels, num_items_in_batch=None) -> torch.Tensor:
@@ -440,14 +482,24 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         )
         return model, processor
 
-    def model_card(self):
-        """A `huggingface_hub.ModelCard` whose metadata and usage code match this model."""
+    def model_card(self, repo: str = "."):
+        """A `huggingface_hub.ModelCard` whose metadata and usage code match this model (loaded from `repo`)."""
         from .model_card import build_model_card
 
-        return build_model_card(self.config)
+        return build_model_card(self.config, repo=repo)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """The standard save, plus a model card (README.md) unless the folder already has one."""
+        """The standard save, plus a model card (README.md) unless the folder already has one.
+
+        When the class is registered for remote code (the package does it at import; a trust_remote_code load
+        does it too), `auto_map` names every class of `REMOTE_CODE_AUTO_CLASSES`, so pipelines find the model
+        without the package.
+        """
+        if self._auto_class is not None:
+            module = type(self).__module__.rsplit(".", 1)[-1]
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.update({auto: f"{module}.{name}" for auto, name in REMOTE_CODE_AUTO_CLASSES.items()})
+            self.config.auto_map = auto_map
         result = super().save_pretrained(save_directory, *args, **kwargs)
         readme = os.path.join(save_directory, "README.md")
         if not os.path.exists(readme):
@@ -458,7 +510,7 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         """The standard `push_to_hub`; then the UniCode model card replaces the generic one that transformers
         writes for a repository without a card (it builds that card before calling `save_pretrained`)."""
         result = super().push_to_hub(repo_id, *args, **kwargs)
-        card = self.model_card()
+        card = self.model_card(repo=repo_id)  # the usage code loads from the repository itself
         card.push_to_hub(repo_id, token=kwargs.get("token"), commit_message="UniCode model card")
         return result
 

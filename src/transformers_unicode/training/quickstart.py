@@ -233,8 +233,35 @@ class Quickstart:
         metrics["stopped_by_budget_at_step"] = budget.stopped_at
         return metrics
 
+    def sft_config(self, output_dir: str):
+        """Stage II's `SFTConfig` (TRL's, on the transformers `TrainingArguments`)."""
+        from trl import SFTConfig
+
+        a = self.args
+        return SFTConfig(
+            output_dir=output_dir,
+            max_steps=a.sft_steps,
+            per_device_train_batch_size=a.sft_batch_size,
+            # Batches of one length (a group question is ~120 tokens, a drawing ~280, a decompression 440):
+            # mixed batches padded every sample to the longest and spent ~45% of a step on padding.
+            train_sampling_strategy="group_by_length",
+            learning_rate=a.sft_learning_rate,
+            lr_scheduler_type="cosine",
+            warmup_steps=max(1, a.sft_steps // 10),
+            logging_steps=max(1, min(5, a.sft_steps // 4)),
+            save_steps=max(1, a.sft_steps // 4),
+            save_total_limit=1,
+            # `activation_checkpointing`, not its deprecated alias `gradient_checkpointing` (transformers >= 5.23).
+            activation_checkpointing=False,
+            max_length=None,
+            bf16=torch.cuda.is_available(),
+            use_cpu=not torch.cuda.is_available(),
+            report_to="none",
+            seed=a.seed,
+        )
+
     def run_sft(self) -> dict:
-        from trl import ModelConfig, SFTConfig
+        from trl import ModelConfig
 
         from ..modeling.modeling_unicode import UniCodeForCausalLM
         from ..modeling.modeling_visual_tokenizer import UniCodeVisualTokenizer
@@ -259,26 +286,7 @@ class Quickstart:
             dataset_cache_dir=os.path.join(self.out, "dataset_cache"),
             eval_limit=0,  # the evaluation stage measures the saved model
         )
-        training_args = SFTConfig(
-            output_dir=output_dir,
-            max_steps=a.sft_steps,
-            per_device_train_batch_size=a.sft_batch_size,
-            # Batches of one length (a group question is ~120 tokens, a drawing ~280, a decompression 440):
-            # mixed batches padded every sample to the longest and spent ~45% of a step on padding.
-            train_sampling_strategy="group_by_length",
-            learning_rate=a.sft_learning_rate,
-            lr_scheduler_type="cosine",
-            warmup_steps=max(1, a.sft_steps // 10),
-            logging_steps=max(1, min(5, a.sft_steps // 4)),
-            save_steps=max(1, a.sft_steps // 4),
-            save_total_limit=1,
-            gradient_checkpointing=False,
-            max_length=None,
-            bf16=torch.cuda.is_available(),
-            use_cpu=not torch.cuda.is_available(),
-            report_to="none",
-            seed=a.seed,
-        )
+        training_args = self.sft_config(output_dir)
         model_args = ModelConfig(
             model_name_or_path=os.path.join(self.out, "tokenizer"),
             use_peft=True,
@@ -387,7 +395,17 @@ class Quickstart:
             },
         }
         atomic_write_json(os.path.join(self.out, "report.json"), report)
+        self.write_model_card(report)
         return report
+
+    def write_model_card(self, report: dict) -> None:
+        """The model folder's card, now with the figures this run measured (what it can and cannot do)."""
+        from ..modeling.configuration_unicode import UniCodeConfig
+        from ..modeling.model_card import build_model_card
+
+        folder = os.path.join(self.out, "model")
+        card = build_model_card(UniCodeConfig.from_pretrained(folder), report=report)
+        card.save(os.path.join(folder, "README.md"))
 
 
 def run_quickstart(args: QuickstartArguments, evaluation: EvaluationArguments | None = None) -> dict:

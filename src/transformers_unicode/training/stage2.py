@@ -330,6 +330,10 @@ def run_sft(
             final = final.merge_and_unload()
     if training_args.process_index == 0:
         final.save_pretrained(training_args.output_dir)
+        if hasattr(final, "model_card"):
+            # TRL writes its generic card on every checkpoint save, so the folder already has a README.md
+            # that save_pretrained keeps; the UniCode card (install line, remote-code usage) replaces it.
+            final.model_card().save(os.path.join(training_args.output_dir, "README.md"))
         processor.save_pretrained(training_args.output_dir)
         if evaluate:
             results["after"], drawn = evaluate_openmoji(final, processor, script_args)
