@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import enable_full_determinism, set_seed
 from transformers.utils import logging
 
 from ..evaluation.reconstruction import evaluate_reconstruction
@@ -90,6 +91,15 @@ class TokenizerTrainerArguments(TrainingArguments):
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the image column for the collator."})
     use_cpu: bool = field(default=not torch.cuda.is_available(), metadata={"help": "Train on the CPU."})
+
+
+def seed_everything(training_args: TrainingArguments) -> None:
+    """Seed python, numpy and torch as the Trainer will (`--seed`; `--full_determinism` also switches torch to
+    deterministic algorithms), for what is built before the Trainer exists."""
+    if training_args.full_determinism:
+        enable_full_determinism(training_args.seed)
+    else:
+        set_seed(training_args.seed)
 
 
 # ---- images -----------------------------------------------------------------------------------------
@@ -183,6 +193,9 @@ def train_tokenizer(
     if llm is None:
         logger.info("Loading the LLM whose embedding table is the codebook: %s", args.llm)
         llm, llm_tokenizer = load_llm(args.llm, gguf_file=args.gguf_file)
+    # The Trainer seeds in its __init__, after the model exists; torch's generator starts from a random seed in
+    # every process, so without this the random init (and hence the whole run) differs from run to run.
+    seed_everything(training_args)
     tokenizer = UniCodeVisualTokenizer.from_llm(llm, config, tokenizer=llm_tokenizer)
     del llm
     # Channels-last weights let oneDNN run the convolutions in its native layout: 1.09-1.14x faster steps on
