@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments
-from transformers.trainer_utils import enable_full_determinism, set_seed
 from transformers.utils import logging
 
 from ..evaluation.reconstruction import evaluate_reconstruction
@@ -24,6 +23,7 @@ from ..modeling.modeling_visual_tokenizer import UniCodeVisualTokenizer
 from .callbacks import CodebookSyncCallback, find_codebook
 from .checkpointing import AtomicCheckpointMixin
 from .io import atomic_write_json
+from .reproducibility import seed_everything
 
 logger = logging.get_logger(__name__)
 
@@ -91,15 +91,6 @@ class TokenizerTrainerArguments(TrainingArguments):
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the image column for the collator."})
     use_cpu: bool = field(default=not torch.cuda.is_available(), metadata={"help": "Train on the CPU."})
-
-
-def seed_everything(training_args: TrainingArguments) -> None:
-    """Seed python, numpy and torch as the Trainer will (`--seed`; `--full_determinism` also switches torch to
-    deterministic algorithms), for what is built before the Trainer exists."""
-    if training_args.full_determinism:
-        enable_full_determinism(training_args.seed)
-    else:
-        set_seed(training_args.seed)
 
 
 # ---- images -----------------------------------------------------------------------------------------
@@ -193,8 +184,7 @@ def train_tokenizer(
     if llm is None:
         logger.info("Loading the LLM whose embedding table is the codebook: %s", args.llm)
         llm, llm_tokenizer = load_llm(args.llm, gguf_file=args.gguf_file)
-    # The Trainer seeds in its __init__, after the model exists; torch's generator starts from a random seed in
-    # every process, so without this the random init (and hence the whole run) differs from run to run.
+    # The Trainer seeds in its __init__, after the model exists: seed the random init here (reproducibility.py).
     seed_everything(training_args)
     tokenizer = UniCodeVisualTokenizer.from_llm(llm, config, tokenizer=llm_tokenizer)
     del llm
