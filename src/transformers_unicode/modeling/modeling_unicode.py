@@ -452,7 +452,14 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             )
         if not isinstance(tokenizer, UniCodeTokenizer):
             tokenizer = UniCodeTokenizer.from_llm_tokenizer(tokenizer)
-        llm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        # Mean resizing draws the marker rows from a normal around the table's mean with torch's global generator,
+        # which starts from a random seed in each process: draw them from a fixed seed, so an assembly is a function
+        # of its inputs (a LoRA checkpoint does not carry these rows; --resume re-assembles them) and the caller's
+        # random state is left as it was.
+        weight = llm.get_input_embeddings().weight
+        with torch.random.fork_rng(devices=[weight.device] if weight.device.type == "cuda" else []):
+            torch.manual_seed(0)
+            llm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
         config = UniCodeConfig(
             text_config=llm.config,
             visual_config=visual_config,

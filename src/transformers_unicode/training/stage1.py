@@ -23,6 +23,7 @@ from ..modeling.modeling_visual_tokenizer import UniCodeVisualTokenizer
 from .callbacks import CodebookSyncCallback, find_codebook
 from .checkpointing import AtomicCheckpointMixin
 from .io import atomic_write_json
+from .reproducibility import seed_everything
 
 logger = logging.get_logger(__name__)
 
@@ -183,6 +184,8 @@ def train_tokenizer(
     if llm is None:
         logger.info("Loading the LLM whose embedding table is the codebook: %s", args.llm)
         llm, llm_tokenizer = load_llm(args.llm, gguf_file=args.gguf_file)
+    # The Trainer seeds in its __init__, after the model exists: seed the random init here (reproducibility.py).
+    seed_everything(training_args)
     tokenizer = UniCodeVisualTokenizer.from_llm(llm, config, tokenizer=llm_tokenizer)
     del llm
     # Channels-last weights let oneDNN run the convolutions in its native layout: 1.09-1.14x faster steps on

@@ -26,6 +26,7 @@ from ..modeling.configuration_unicode import UniCodeConfig, UniCodeVisualTokeniz
 from .checkpointing import AtomicCheckpointMixin
 from .collator import UniCodeDataCollator
 from .io import atomic_write_json
+from .reproducibility import seed_everything
 from .sft_data import build_decompression_dataset, mixture_indices, tokenize_conversations
 
 logger = logging.get_logger(__name__)
@@ -293,6 +294,7 @@ def run_sft(
     metrics it also writes to `OUTPUT_DIR/sft_results.json`.
     """
     started = time.perf_counter()
+    seed_everything(training_args)  # before anything random is built (the Trainer seeds only in its __init__)
     if model is None:
         model, processor = load_model_and_processor(model_args, script_args)
     cache_dir = script_args.dataset_cache_dir or os.path.join(training_args.output_dir, "dataset_cache")
