@@ -10,8 +10,7 @@ scored on the same held-out emoji at every point of `--points` (samples seen; 0 
   image being read before the model is confident enough to write the answer.
 
 Configurations are `KIND@LR`: `full` (every LLM weight), `lora` (r=64 on every linear layer), `rows` (only
-the LLM's embedding table: the rows of the visual ids are the unified codebook, and SmolLM2 ties them to its
-output layer) and `rows+lora`. `--task group` trains on group questions alone; `--task mixture` on the
+the LLM's rows of the visual ids: they are the unified codebook, and SmolLM2 ties them to its output layer) and `rows+lora`. `--task group` trains on group questions alone; `--task mixture` on the
 quickstart's mixture (captions, groups, drawings, decompression) with the same number of samples.
 
     . .venv/bin/activate
@@ -64,15 +63,24 @@ def parse_config(text: str) -> tuple[str, float]:
 def trainable(model, kind: str):
     """The model with only `kind`'s weights trainable (a peft model for the LoRA kinds)."""
     model.requires_grad_(False)
+    if kind.startswith("rows"):
+        # Only the rows of the visual ids learn (PEFT's trainable tokens, done with a gradient mask so that
+        # SmolLM2's tie of input and output rows stays one tensor): with zero gradient and no weight decay,
+        # AdamW leaves every other row exactly where it was.
+        weight = model.get_input_embeddings().weight
+        rows = torch.zeros(weight.shape[0], 1)
+        rows[model.visual_tokenizer.codebook.visual_ids] = 1.0
+        weight.requires_grad_(True)
+        weight.register_hook(lambda grad: grad * rows.to(grad))
     if "lora" in kind:
         from peft import LoraConfig, get_peft_model
 
         target = lora_target_modules(model, "all-linear")
         model = get_peft_model(model, LoraConfig(r=64, lora_alpha=128, target_modules=target))
+        if kind.startswith("rows"):
+            model.get_input_embeddings().weight.requires_grad_(True)  # peft froze everything but LoRA
     if kind == "full":
         model.model.language_model.requires_grad_(True)
-    if kind.startswith("rows"):
-        model.get_input_embeddings().weight.requires_grad_(True)  # tied: the output rows move with them
     return model
 
 
@@ -186,11 +194,21 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup_steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="runs/stage2_curve")
+    parser.add_argument(
+        "--redraw", action="store_true", help="only rewrite curve.md and curve.png from OUT/curve.json"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     curve_path = os.path.join(args.out, "curve.json")
     runs = json.load(open(curve_path))["runs"] if os.path.exists(curve_path) else []
+    if args.redraw:
+        write_table(runs, os.path.join(args.out, "curve.md"))
+        draw_curve(
+            runs, os.path.join(args.out, "curve.png"), json.load(open(curve_path))["majority_baseline"]
+        )
+        print(open(os.path.join(args.out, "curve.md")).read())
+        return
 
     llm, llm_tokenizer = load_llm("embedded")
     visual = UniCodeVisualTokenizer.from_pretrained(args.tokenizer)
@@ -231,6 +249,7 @@ def main(argv=None) -> None:
             warmup_steps=args.warmup_steps,
             logging_steps=1,
             save_strategy="no",
+            activation_checkpointing=False,  # TRL's default recomputes every layer: a third more time, no gain here
             max_length=None,
             train_sampling_strategy="group_by_length",
             remove_unused_columns=False,
