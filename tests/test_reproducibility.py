@@ -183,13 +183,13 @@ def test_embedded_stage1_killed_with_sigkill_resumes_bit_identical(embedded_toke
 def test_embedded_sft_killed_with_sigkill_resumes_bit_identical(embedded_tokenizer_run, tmp_path):
     def flags(output_dir, *extra):  # the quickstart's LoRA on SmolLM2, few short samples
         return ["sft", "--model_name_or_path", embedded_tokenizer_run, "--llm", "embedded", "--mixture", "group=1",
-                "--num_samples", "12", "--train_limit", "12", "--eval_limit", "0", "--use_peft", "true",
+                "--num_samples", "4", "--train_limit", "4", "--eval_limit", "0", "--use_peft", "true",
                 "--lora_r", "8", "--lora_alpha", "16", "--lora_target_modules", "q_proj", "v_proj",
-                "--per_device_train_batch_size", "2", "--max_steps", "6", "--save_steps", "2", "--logging_steps", "1",
-                "--learning_rate", "0.001", "--gradient_checkpointing", "false", "--max_length", "null",
+                "--per_device_train_batch_size", "1", "--max_steps", "4", "--save_steps", "1", "--logging_steps", "1",
+                "--learning_rate", "0.001", "--activation_checkpointing", "false", "--max_length", "null",
                 "--seed", "0", "--report_to", "none", "--disable_tqdm", "true", "--output_dir", output_dir, *extra]  # fmt: skip
 
     run(flags(tmp_path / "a"))
-    kill_after(flags(tmp_path / "b"), tmp_path / "b" / "checkpoint-4", tmp_path / "log")
+    kill_after(flags(tmp_path / "b"), tmp_path / "b" / "checkpoint-2", tmp_path / "log")
     run(flags(tmp_path / "b", "--resume"))
     assert_same_tensors(tmp_path / "a", tmp_path / "b")
