@@ -56,7 +56,9 @@ def main(argv=None) -> None:
         for dtype in (torch.float32, torch.bfloat16):
             x, table = queries.to(dtype), codebook.to(dtype)
             out = torch.zeros(num_queries, num_codes, dtype=dtype)
-            timings[dtype] = median_seconds(lambda x=x, table=table, out=out: torch.mm(x, table.T, out=out), args.repeats)
+            timings[dtype] = median_seconds(
+                lambda x=x, table=table, out=out: torch.mm(x, table.T, out=out), args.repeats
+            )
         speedup = timings[torch.float32] / timings[torch.bfloat16]
         verdict = "possible" if speedup >= STRETCH_SPEEDUP else "out of reach on this CPU"
         print(

@@ -32,10 +32,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 from stage2_learning_curve import KINDS, trainable  # noqa: E402
 
 from transformers_unicode import UniCodeForCausalLM, UniCodeVisualTokenizer, load_llm, load_openmoji  # noqa: E402
+from transformers_unicode.data.conversations import CONVERSATION_FEATURES  # noqa: E402
 from transformers_unicode.data.openmoji_conversations import group_question, openmoji_conversations  # noqa: E402
 from transformers_unicode.evaluation.stage2 import answer_questions, exact_match_accuracy  # noqa: E402
 from transformers_unicode.training.collator import UniCodeDataCollator  # noqa: E402
-from transformers_unicode.training.conversations import CONVERSATION_FEATURES  # noqa: E402
 from transformers_unicode.training.sft_data import tokenize_conversations  # noqa: E402
 from transformers_unicode.training.stage1 import TokenizerTrainingArguments  # noqa: E402
 from transformers_unicode.training.stage2 import UniCodeSFTTrainer  # noqa: E402

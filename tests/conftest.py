@@ -95,8 +95,14 @@ def tiny_gpt2(vocab_size: int = VOCAB, hidden_size: int = HIDDEN, seed: int = 0)
 
     torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=vocab_size, n_embd=hidden_size, n_layer=1, n_head=2, n_positions=256,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        vocab_size=vocab_size,
+        n_embd=hidden_size,
+        n_layer=1,
+        n_head=2,
+        n_positions=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
     )
     return GPT2LMHeadModel(config)
 
@@ -112,7 +118,10 @@ def tiny_unicode(architecture: str = "llama", quantizer: str = "rq", seed: int =
 
 
 TINY_SFT_SCRIPT = dict(
-    train_limit=16, num_samples=16, eval_limit=0, decompression_segments=2,
+    train_limit=16,
+    num_samples=16,
+    eval_limit=0,
+    decompression_segments=2,
     mixture="caption=1,group=1,text_to_image=1,decompression=1",
 )
 
@@ -129,16 +138,32 @@ def tiny_sft(output_dir, unicode=None, model_args=None, script=None, **kwargs):
 
     run_kwargs = {k: kwargs.pop(k) for k in ("callbacks", "resume_from_checkpoint") if k in kwargs}
     config = dict(
-        output_dir=str(output_dir), max_steps=4, per_device_train_batch_size=4, learning_rate=1e-3, use_cpu=True,
-        bf16=False, report_to=[], logging_steps=1, save_strategy="no", max_length=None, disable_tqdm=True,
-        activation_checkpointing=False, seed=0, data_seed=0,
+        output_dir=str(output_dir),
+        max_steps=4,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        max_length=None,
+        disable_tqdm=True,
+        activation_checkpointing=False,
+        seed=0,
+        data_seed=0,
     )
     config.update(kwargs)
     model, processor = unicode if unicode is not None else tiny_unicode()
     out = {}
     results = run_sft(
-        SFTScriptArguments(**{**TINY_SFT_SCRIPT, **(script or {})}), SFTConfig(**config), model_args or ModelConfig(),
-        model=model, processor=processor, trainer_out=out, **run_kwargs,
+        SFTScriptArguments(**{**TINY_SFT_SCRIPT, **(script or {})}),
+        SFTConfig(**config),
+        model_args or ModelConfig(),
+        model=model,
+        processor=processor,
+        trainer_out=out,
+        **run_kwargs,
     )
     return results, out["trainer"]
 

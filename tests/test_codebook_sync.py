@@ -12,7 +12,9 @@ from transformers_unicode import CodebookSyncCallback
 
 def random_images(count=16, size=16, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    return Dataset.from_dict({"pixel_values": (torch.rand(count, 3, size, size, generator=generator) * 2 - 1).tolist()})
+    return Dataset.from_dict(
+        {"pixel_values": (torch.rand(count, 3, size, size, generator=generator) * 2 - 1).tolist()}
+    )
 
 
 def collate(records):
@@ -21,11 +23,20 @@ def collate(records):
 
 def train(tokenizer, callback, tmp_path, steps=4):
     args = TrainingArguments(
-        output_dir=str(tmp_path), max_steps=steps, per_device_train_batch_size=4, learning_rate=1e-3,
-        use_cpu=True, report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
+        output_dir=str(tmp_path),
+        max_steps=steps,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
         remove_unused_columns=False,
     )
-    trainer = Trainer(model=tokenizer, args=args, train_dataset=random_images(), data_collator=collate, callbacks=[callback])
+    trainer = Trainer(
+        model=tokenizer, args=args, train_dataset=random_images(), data_collator=collate, callbacks=[callback]
+    )
     trainer.train()
     return trainer
 
@@ -50,7 +61,9 @@ def test_iter_pulls_toward_the_table_at_the_configured_rate():
     # repeated pulls converge geometrically: distance shrinks by `decay` per sync
     distance = (codebook.embedding - codebook.llm_embedding).norm()
     step_end(callback, tokenizer, 6)
-    assert (codebook.embedding - codebook.llm_embedding).norm() == pytest.approx(0.8 * float(distance), rel=1e-5)
+    assert (codebook.embedding - codebook.llm_embedding).norm() == pytest.approx(
+        0.8 * float(distance), rel=1e-5
+    )
 
 
 def test_iter_under_the_trainer_moves_toward_the_table(tmp_path):
@@ -60,7 +73,9 @@ def test_iter_under_the_trainer_moves_toward_the_table(tmp_path):
     drifted = (codebook.embedding - codebook.llm_embedding).norm()
     assert drifted > 0, "the EMA moves the codebook during training"
     step_end(CodebookSyncCallback(mode="iter", sync_every=1, decay=0.5), tokenizer, 1)
-    assert (codebook.embedding - codebook.llm_embedding).norm() == pytest.approx(0.5 * float(drifted), rel=1e-5)
+    assert (codebook.embedding - codebook.llm_embedding).norm() == pytest.approx(
+        0.5 * float(drifted), rel=1e-5
+    )
 
 
 def test_frozen_never_moves_the_codebook(tmp_path):
@@ -107,7 +122,10 @@ def test_iter_reads_a_live_llm_table():
     assert not torch.equal(codebook.embedding, before)
 
 
-@pytest.mark.parametrize("kwargs,match", [(dict(mode="both"), "mode"), (dict(sync_every=0), "sync_every"), (dict(decay=1.5), "decay")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [(dict(mode="both"), "mode"), (dict(sync_every=0), "sync_every"), (dict(decay=1.5), "decay")],
+)
 def test_bad_callback_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CodebookSyncCallback(**kwargs)

@@ -7,7 +7,7 @@ import datasets
 import pytest
 from PIL import Image
 
-from transformers_unicode.training.conversations import (
+from transformers_unicode.data.conversations import (
     CONVERSATION_FEATURES,
     DEFAULT_INSTRUCTION_TEMPLATES,
     InvalidRecordError,
@@ -17,7 +17,7 @@ from transformers_unicode.training.conversations import (
     load_text_to_image_pairs,
 )
 
-LOGGER = "transformers_unicode.training.conversations"
+LOGGER = "transformers_unicode.data.conversations"
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
 

@@ -22,9 +22,13 @@ def test_smollm2_table_is_the_unified_codebook(smollm2):
     llm, tokenizer = smollm2
     table = llm.get_input_embeddings().weight
     assert tuple(table.shape) == (49152, 576)
-    visual = UniCodeVisualTokenizer.from_llm(llm, TokenizerTrainingArguments().tokenizer_config(), tokenizer=tokenizer)
+    visual = UniCodeVisualTokenizer.from_llm(
+        llm, TokenizerTrainingArguments().tokenizer_config(), tokenizer=tokenizer
+    )
     ids = visual.codebook.visual_ids
-    special = {i for i, t in tokenizer.added_tokens_decoder.items() if t.special} | set(tokenizer.all_special_ids)
+    special = {i for i, t in tokenizer.added_tokens_decoder.items() if t.special} | set(
+        tokenizer.all_special_ids
+    )
     assert ids.numel() == 2048 and not set(ids.tolist()) & special and min(ids.tolist()) > max(special)
     assert torch.equal(visual.codebook.embedding, table[ids].float())
     # codes are SmolLM2 token ids: they detokenize to ordinary vocabulary pieces
@@ -37,7 +41,9 @@ def test_smollm2_table_is_the_unified_codebook(smollm2):
 
 def test_a_few_training_steps_on_openmoji(smollm2):
     llm, _ = smollm2
-    visual = UniCodeVisualTokenizer.from_llm(llm, TokenizerTrainingArguments(dead_code_threshold=1.0).tokenizer_config())
+    visual = UniCodeVisualTokenizer.from_llm(
+        llm, TokenizerTrainingArguments(dead_code_threshold=1.0).tokenizer_config()
+    )
     pixels = images_to_pixels(load_openmoji("train", size=64, limit=16)["image"], 64)
     optimizer = torch.optim.AdamW(visual.parameters(), lr=2e-3)
     losses = []

@@ -58,14 +58,44 @@ def test_stage2_cli_on_the_embedded_default(tmp_path, capsys):
     from transformers_unicode.cli import main
 
     llm, llm_tokenizer = load_llm("embedded")
-    visual = UniCodeVisualTokenizer.from_llm(llm, TokenizerTrainingArguments().tokenizer_config(), tokenizer=llm_tokenizer)
+    visual = UniCodeVisualTokenizer.from_llm(
+        llm, TokenizerTrainingArguments().tokenizer_config(), tokenizer=llm_tokenizer
+    )
     visual.save_pretrained(tmp_path / "tokenizer")
     del llm
     out = tmp_path / "sft"
-    flags = ["sft", "--model_name_or_path", str(tmp_path / "tokenizer"), "--output_dir", str(out), "--max_steps", "2",
-             "--per_device_train_batch_size", "2", "--num_samples", "4", "--train_limit", "8", "--eval_limit", "2",
-             "--eval_draw_limit", "1", "--use_peft", "--lora_r", "4", "--activation_checkpointing", "false",
-             "--max_length", "None", "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true"]
+    flags = [
+        "sft",
+        "--model_name_or_path",
+        str(tmp_path / "tokenizer"),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--num_samples",
+        "4",
+        "--train_limit",
+        "8",
+        "--eval_limit",
+        "2",
+        "--eval_draw_limit",
+        "1",
+        "--use_peft",
+        "--lora_r",
+        "4",
+        "--activation_checkpointing",
+        "false",
+        "--max_length",
+        "None",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
+    ]
     assert main(flags) == 0
     results = json.loads((out / "sft_results.json").read_text())
     assert {"before", "after", "train"} <= set(results)
@@ -73,4 +103,6 @@ def test_stage2_cli_on_the_embedded_default(tmp_path, capsys):
     assert results["after"]["text_to_image"]["count"] == 1
     assert '"held_out_group"' in capsys.readouterr().out
     model = AutoModelForCausalLM.from_pretrained(out)
-    assert type(model).__name__ == "UniCodeForCausalLM" and (out / "adapter" / "adapter_config.json").is_file()
+    assert (
+        type(model).__name__ == "UniCodeForCausalLM" and (out / "adapter" / "adapter_config.json").is_file()
+    )

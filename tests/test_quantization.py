@@ -93,7 +93,9 @@ def test_pull_toward_table_is_eq3_and_persists_through_ema():
 
 
 def test_dead_codes_restart_on_batch_vectors():
-    codebook = UnifiedCodebook(torch.zeros(3, 2), torch.tensor([1, 2, 3]), vocab_size=8, decay=0.5, dead_code_threshold=0.8)
+    codebook = UnifiedCodebook(
+        torch.zeros(3, 2), torch.tensor([1, 2, 3]), vocab_size=8, decay=0.5, dead_code_threshold=0.8
+    )
     codebook.train()
     z = torch.tensor([[5.0, 5.0]])
     codebook.update(z, torch.tensor([0]))  # codes 1 and 2 decay to N = 0.5 < 0.8: dead
@@ -120,7 +122,9 @@ def test_lookup_rejects_ids_that_are_not_visual_codes():
             codebook.lookup(torch.tensor(bad))
 
 
-@pytest.mark.parametrize("ids,match", [([], "empty"), ([3, 16], "vocabulary"), ([-1, 2], "vocabulary"), ([5, 3], "increasing")])
+@pytest.mark.parametrize(
+    "ids,match", [([], "empty"), ([3, 16], "vocabulary"), ([-1, 2], "vocabulary"), ([5, 3], "increasing")]
+)
 def test_bad_visual_id_sets_are_refused(ids, match):
     with pytest.raises(ValueError, match=match):
         UnifiedCodebook(torch.zeros(len(ids), 4), torch.tensor(ids, dtype=torch.long), vocab_size=16)
@@ -130,7 +134,9 @@ def test_bad_visual_id_sets_are_refused(ids, match):
 def test_embed_of_codes_equals_quantized_output(quantizer, pixels):
     tokenizer = tiny_tokenizer(quantizer).eval()
     encoded = tokenizer.encode(pixels)
-    assert torch.allclose(tokenizer.quantizer.embed(encoded.codes).permute(0, 3, 1, 2), encoded.quantized, atol=1e-5)
+    assert torch.allclose(
+        tokenizer.quantizer.embed(encoded.codes).permute(0, 3, 1, 2), encoded.quantized, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("quantizer", QUANTIZERS)

@@ -15,6 +15,7 @@ from trl import ModelConfig
 
 from transformers_unicode import PACKED_CODE_OFFSET, CodebookSyncCallback
 from transformers_unicode.cli import main
+from transformers_unicode.data.conversations import InvalidRecordError, conversations_to_dataset
 from transformers_unicode.data.openmoji_conversations import (
     emoji_group_names,
     group_question,
@@ -22,7 +23,6 @@ from transformers_unicode.data.openmoji_conversations import (
 )
 from transformers_unicode.evaluation.stage2 import exact_match_accuracy, text_to_image_quality
 from transformers_unicode.training.collator import UniCodeDataCollator
-from transformers_unicode.training.conversations import InvalidRecordError, conversations_to_dataset
 from transformers_unicode.training.sft_data import (
     decompression_sample,
     encode_conversation,

@@ -21,16 +21,31 @@ HERE = os.path.dirname(__file__)
 
 def tiny_args(**overrides):
     values = dict(
-        dataset="digits", image_size=16, latent_size=2, patch_size=2, block_out_channels="16,16,16",
-        num_visual_codes=64, dead_code_threshold=0.5, sync_every=2, train_limit=48, eval_limit=8,
+        dataset="digits",
+        image_size=16,
+        latent_size=2,
+        patch_size=2,
+        block_out_channels="16,16,16",
+        num_visual_codes=64,
+        dead_code_threshold=0.5,
+        sync_every=2,
+        train_limit=48,
+        eval_limit=8,
     )
     values.update(overrides)
     return TokenizerTrainingArguments(**values)
 
 
 def trainer_args(output_dir, **overrides):
-    values = dict(output_dir=str(output_dir), max_steps=6, per_device_train_batch_size=4, save_steps=3,
-                  logging_steps=2, disable_tqdm=True, seed=0)
+    values = dict(
+        output_dir=str(output_dir),
+        max_steps=6,
+        per_device_train_batch_size=4,
+        save_steps=3,
+        logging_steps=2,
+        disable_tqdm=True,
+        seed=0,
+    )
     values.update(overrides)
     return TokenizerTrainerArguments(**values)
 
@@ -50,11 +65,16 @@ def test_interrupted_run_resumes_to_the_same_codebook_and_weights(tmp_path):
     train_tokenizer(tiny_args(), trainer_args(tmp_path / "a"), llm=tiny_llm(), trainer_out=uninterrupted)
     with pytest.raises(KeyboardInterrupt):
         train_tokenizer(tiny_args(), trainer_args(tmp_path / "b"), llm=tiny_llm(), callbacks=[StopAt(4)])
-    assert sorted(os.listdir(tmp_path / "b")) == ["checkpoint-3"], "only complete checkpoints, no staging left"
+    assert sorted(os.listdir(tmp_path / "b")) == ["checkpoint-3"], (
+        "only complete checkpoints, no staging left"
+    )
     resumed = {}
     train_tokenizer(
-        tiny_args(), trainer_args(tmp_path / "b"), llm=tiny_llm(),
-        resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-3"), trainer_out=resumed,
+        tiny_args(),
+        trainer_args(tmp_path / "b"),
+        llm=tiny_llm(),
+        resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-3"),
+        trainer_out=resumed,
     )
     expected = uninterrupted["trainer"].model.state_dict()
     actual = resumed["trainer"].model.state_dict()
@@ -65,9 +85,21 @@ def test_interrupted_run_resumes_to_the_same_codebook_and_weights(tmp_path):
 
 
 def test_two_process_gloo_run_keeps_identical_codebooks(tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               os.path.join(HERE, "scripts", "ddp_stage1.py"), str(tmp_path)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([os.path.join(HERE, ".."), os.environ.get("PYTHONPATH", "")])}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        os.path.join(HERE, "scripts", "ddp_stage1.py"),
+        str(tmp_path),
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([os.path.join(HERE, ".."), os.environ.get("PYTHONPATH", "")]),
+    }
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
@@ -82,21 +114,65 @@ def test_cli_trains_from_flags_and_resumes(tmp_path, capsys):
     llm_dir = tmp_path / "llm"
     tiny_llm().save_pretrained(llm_dir)
     out = tmp_path / "run"
-    flags = ["train-tokenizer", "--llm", str(llm_dir), "--dataset", "digits", "--image_size", "16", "--latent_size", "2",
-             "--patch_size", "2", "--block_out_channels", "16,16,16", "--num_visual_codes", "32", "--train_limit", "16",
-             "--eval_limit", "4", "--output_dir", str(out), "--max_steps", "2", "--save_steps", "1",
-             "--per_device_train_batch_size", "4", "--disable_tqdm", "true"]
+    flags = [
+        "train-tokenizer",
+        "--llm",
+        str(llm_dir),
+        "--dataset",
+        "digits",
+        "--image_size",
+        "16",
+        "--latent_size",
+        "2",
+        "--patch_size",
+        "2",
+        "--block_out_channels",
+        "16,16,16",
+        "--num_visual_codes",
+        "32",
+        "--train_limit",
+        "16",
+        "--eval_limit",
+        "4",
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        "--save_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "4",
+        "--disable_tqdm",
+        "true",
+    ]
     assert main(flags) == 0
     assert '"psnr"' in capsys.readouterr().out
-    assert main(flags[:-6] + ["--max_steps", "3", "--save_steps", "1", "--resume", "--disable_tqdm", "true"]) == 0
+    assert (
+        main(flags[:-6] + ["--max_steps", "3", "--save_steps", "1", "--resume", "--disable_tqdm", "true"])
+        == 0
+    )
     assert (out / "checkpoint-3").is_dir()
 
 
 def test_cli_errors_are_messages_with_exit_codes(tmp_path, capsys):
     assert main(["train-tokenizer", "--output_dir", str(tmp_path / "none"), "--resume"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
-    assert main(["train-tokenizer", "--llm", "x", "--dataset", "nowhere", "--quantizer", "pq",
-                 "--output_dir", str(tmp_path)]) == 1
+    assert (
+        main(
+            [
+                "train-tokenizer",
+                "--llm",
+                "x",
+                "--dataset",
+                "nowhere",
+                "--quantizer",
+                "pq",
+                "--output_dir",
+                str(tmp_path),
+            ]
+        )
+        == 1
+    )
     assert "quantizer must be one of" in capsys.readouterr().err
     assert main(["no-such-command"]) == 2
     assert main(["train-tokenizer", "--no_such_flag", "1"]) == 1

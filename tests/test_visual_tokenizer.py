@@ -89,7 +89,9 @@ def test_save_load_round_trip_is_bit_exact_with_ema_state(tmp_path, pixels):
             assert any(k.endswith("codebook." + name) for k in actual)
         tokenizer.eval(), loaded.eval()
         assert torch.equal(tokenizer.encode(pixels).codes, loaded.encode(pixels).codes)
-        assert torch.equal(tokenizer.decode(tokenizer.encode(pixels).codes), loaded.decode(loaded.encode(pixels).codes))
+        assert torch.equal(
+            tokenizer.decode(tokenizer.encode(pixels).codes), loaded.decode(loaded.encode(pixels).codes)
+        )
 
 
 def test_attention_projection_variant(pixels):
@@ -164,7 +166,9 @@ def test_decode_rejects_codes_that_are_not_visual_ids():
 )
 def test_bad_configs_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        UniCodeVisualTokenizerConfig(**{**dict(image_size=16, latent_size=2, patch_size=2, block_out_channels=(8, 8, 8)), **kwargs})
+        UniCodeVisualTokenizerConfig(
+            **{**dict(image_size=16, latent_size=2, patch_size=2, block_out_channels=(8, 8, 8)), **kwargs}
+        )
 
 
 def test_hq_and_vq_fix_their_depth():

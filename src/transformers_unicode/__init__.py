@@ -17,6 +17,12 @@ from transformers import (
 )
 
 from .data import emoji_groups, load_digits_images, load_openmoji, render_emoji
+from .data.conversations import (
+    InvalidRecordError,
+    conversations_to_dataset,
+    load_llava_conversations,
+    load_text_to_image_pairs,
+)
 from .data.openmoji_conversations import openmoji_conversations
 from .evaluation import evaluate_reconstruction, load_metric, psnr, ssim
 from .evaluation.suite import EvaluationArguments, evaluate_unicode
@@ -53,12 +59,6 @@ from .pipeline_text_to_image import UniCodeTextToImagePipeline
 from .processing import CHAT_TEMPLATE, UniCodeImageProcessor, UniCodeProcessor, UniCodeTokenizer
 from .training.callbacks import CodebookSyncCallback, TimeBudgetCallback
 from .training.collator import UniCodeDataCollator
-from .training.conversations import (
-    InvalidRecordError,
-    conversations_to_dataset,
-    load_llava_conversations,
-    load_text_to_image_pairs,
-)
 from .training.quickstart import QuickstartArguments, run_quickstart
 from .training.sft_data import (
     build_decompression_dataset,
@@ -77,13 +77,18 @@ from .training.stage1 import (
 __version__ = "0.1.0"
 
 # Stage II's recipe needs TRL (the `train` extra), so it is imported on first use, not with the package.
-_LAZY = {"SFTScriptArguments": ".training.stage2", "UniCodeSFTTrainer": ".training.stage2", "run_sft": ".training.stage2"}
+_LAZY = {
+    "SFTScriptArguments": ".training.stage2",
+    "UniCodeSFTTrainer": ".training.stage2",
+    "run_sft": ".training.stage2",
+}
 
 
 def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Registration at import, so the Auto classes and pipelines resolve our model types.
 AutoConfig.register(UniCodeVisualTokenizerConfig.model_type, UniCodeVisualTokenizerConfig, exist_ok=True)
@@ -92,7 +97,9 @@ AutoConfig.register(UniCodeConfig.model_type, UniCodeConfig, exist_ok=True)
 AutoModel.register(UniCodeConfig, UniCodeModel, exist_ok=True)
 AutoModelForCausalLM.register(UniCodeConfig, UniCodeForCausalLM, exist_ok=True)
 AutoModelForImageTextToText.register(UniCodeConfig, UniCodeForCausalLM, exist_ok=True)
-AutoImageProcessor.register(UniCodeConfig, image_processor_classes={"pil": UniCodeImageProcessor}, exist_ok=True)
+AutoImageProcessor.register(
+    UniCodeConfig, image_processor_classes={"pil": UniCodeImageProcessor}, exist_ok=True
+)
 AutoTokenizer.register(UniCodeConfig, fast_tokenizer_class=UniCodeTokenizer, exist_ok=True)
 AutoProcessor.register(UniCodeConfig, UniCodeProcessor, exist_ok=True)
 

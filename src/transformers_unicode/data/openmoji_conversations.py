@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datasets
 
-from ..training.conversations import CONVERSATION_FEATURES
+from .conversations import CONVERSATION_FEATURES
 from .openmoji import emoji_groups, load_openmoji
 
 OPENMOJI_TASKS = ("caption", "group", "subgroup", "text_to_image")

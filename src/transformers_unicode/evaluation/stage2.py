@@ -11,7 +11,7 @@ from scipy.spatial.distance import cdist
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
-from ..training.conversations import chat_messages
+from ..data.conversations import chat_messages
 from .images import score_image_pairs
 from .reconstruction import psnr
 from .retrieval import image_features, retrieval_accuracy

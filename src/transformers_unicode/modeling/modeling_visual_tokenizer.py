@@ -24,7 +24,6 @@ from .quantization_unicode import UnifiedCodebook, build_quantizer, validate_vis
 logger = logging.get_logger(__name__)
 
 
-
 @dataclass
 class UniCodeVisualTokenizerEncoderOutput(ModelOutput):
     """
@@ -81,7 +80,9 @@ class UniCodeAttentionProjection(nn.Module):
         tokens = hidden.flatten(2).transpose(1, 2)  # (B, L, C_in)
         qkv = self.qkv(self.norm(tokens)).view(batch, height * width, 3, self.num_heads, self.out_channels)
         query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, C_out)
-        attended = F.scaled_dot_product_attention(query, key, value).mean(dim=1)  # heads averaged: (B, L, C_out)
+        attended = F.scaled_dot_product_attention(query, key, value).mean(
+            dim=1
+        )  # heads averaged: (B, L, C_out)
         out = attended + self.shortcut(tokens)
         return out.transpose(1, 2).reshape(batch, self.out_channels, height, width)
 
@@ -165,8 +166,12 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
             mid_block_add_attention=config.mid_block_add_attention,
         )
         if config.projection == "attention":
-            self.quant_proj = UniCodeAttentionProjection(channels[-1], config.embedding_dim, config.projection_heads)
-            self.post_quant_proj = UniCodeAttentionProjection(config.embedding_dim, channels[-1], config.projection_heads)
+            self.quant_proj = UniCodeAttentionProjection(
+                channels[-1], config.embedding_dim, config.projection_heads
+            )
+            self.post_quant_proj = UniCodeAttentionProjection(
+                config.embedding_dim, channels[-1], config.projection_heads
+            )
         else:
             self.quant_proj = nn.Conv2d(channels[-1], config.embedding_dim, 1)
             self.post_quant_proj = nn.Conv2d(config.embedding_dim, channels[-1], 1)
@@ -228,7 +233,9 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
         special_ids = special_token_ids(tokenizer)
         table = input_embedding_table(llm)
         special_ids += [
-            i for i in (llm.config.bos_token_id, llm.config.eos_token_id, llm.config.pad_token_id) if isinstance(i, int)
+            i
+            for i in (llm.config.bos_token_id, llm.config.eos_token_id, llm.config.pad_token_id)
+            if isinstance(i, int)
         ]
         config = UniCodeVisualTokenizerConfig(**config_kwargs) if config is None else config
         vocab_size, embedding_dim = table.shape
@@ -238,7 +245,9 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
         visual_ids = torch.as_tensor(list(visual_ids), dtype=torch.long)
         validate_visual_ids(visual_ids, vocab_size)
         config_dict = config.to_dict()
-        config_dict.update(embedding_dim=embedding_dim, vocab_size=vocab_size, num_visual_codes=visual_ids.numel())
+        config_dict.update(
+            embedding_dim=embedding_dim, vocab_size=vocab_size, num_visual_codes=visual_ids.numel()
+        )
         for key in ("model_type", "transformers_version"):
             config_dict.pop(key, None)
         config = UniCodeVisualTokenizerConfig(**config_dict)
@@ -273,7 +282,9 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
     def _check_pixels(self, pixel_values: torch.Tensor) -> None:
         size, channels = self.config.image_size, self.config.num_channels
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
-            shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values)
+            shape = (
+                tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values)
+            )
             raise ValueError(
                 f"pixel_values must be a (B, {channels}, {size}, {size}) tensor; got {shape}. Use "
                 "UniCodeImageProcessor to turn images into pixel_values."
@@ -318,7 +329,11 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """LLM token ids `(B, h, w, D)` -> pixels in [-1, 1] `(B, 3, H, W)`."""
         size, depth = self.config.latent_size, self.config.codes_per_position
-        if not isinstance(codes, torch.Tensor) or codes.dim() != 4 or tuple(codes.shape[1:]) != (size, size, depth):
+        if (
+            not isinstance(codes, torch.Tensor)
+            or codes.dim() != 4
+            or tuple(codes.shape[1:]) != (size, size, depth)
+        ):
             shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes)
             raise ValueError(f"codes must be a (B, {size}, {size}, {depth}) tensor of LLM ids; got {shape}.")
         quantized = self.quantizer.embed(codes.to(self.codebook.visual_ids.device)).permute(0, 3, 1, 2)
@@ -339,7 +354,9 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
         """
         depth = self.config.codes_per_position
         if codes.shape[-1] != depth:
-            raise ValueError(f"codes must end with the D={depth} codes of a position; got shape {tuple(codes.shape)}.")
+            raise ValueError(
+                f"codes must end with the D={depth} codes of a position; got shape {tuple(codes.shape)}."
+            )
         check_packing_capacity(self.codebook.num_codes, depth)
         rows = self.codebook.rows_of(codes.to(self.codebook.visual_ids.device))
         packed = torch.zeros(rows.shape[:-1], dtype=torch.long, device=rows.device)
@@ -364,13 +381,15 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
         return self.codebook.visual_ids[torch.stack(rows[::-1], dim=-1)]
 
     # ---- training --------------------------------------------------------------------------------
-    def forward(self, pixel_values: torch.Tensor, return_dict: bool = True, **kwargs) -> UniCodeVisualTokenizerOutput:
+    def forward(
+        self, pixel_values: torch.Tensor, return_dict: bool = True, **kwargs
+    ) -> UniCodeVisualTokenizerOutput:
         config = self.config
         encoded = self.encode(pixel_values)
         reconstruction = self.decode_quantized(encoded.quantized)
-        reconstruction_loss = config.l1_weight * F.l1_loss(reconstruction, pixel_values) + config.l2_weight * F.mse_loss(
+        reconstruction_loss = config.l1_weight * F.l1_loss(
             reconstruction, pixel_values
-        )
+        ) + config.l2_weight * F.mse_loss(reconstruction, pixel_values)
         loss = reconstruction_loss + config.commitment_weight * encoded.commitment_loss
         perceptual_loss = generator_loss = discriminator_loss = None
         if self._perceptual is not None:
@@ -393,7 +412,9 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def _adversarial_losses(self, fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _adversarial_losses(
+        self, fake: torch.Tensor, real: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Hinge losses for one optimizer over both networks (so the HF Trainer needs no second one).
 
         The generator term is computed through a detached copy of the discriminator's weights, so it
@@ -403,7 +424,8 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
         frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
         generator_loss = -torch.func.functional_call(self.discriminator, frozen, (fake,)).mean()
         discriminator_loss = 0.5 * (
-            F.relu(1.0 - self.discriminator(real)).mean() + F.relu(1.0 + self.discriminator(fake.detach())).mean()
+            F.relu(1.0 - self.discriminator(real)).mean()
+            + F.relu(1.0 + self.discriminator(fake.detach())).mean()
         )
         return generator_loss, discriminator_loss
 
@@ -425,7 +447,9 @@ def _perceptual_distance(network, fake: torch.Tensor, real: torch.Tensor) -> tor
     fake_features, real_features = network(fake), network(real)
     if isinstance(fake_features, torch.Tensor):
         fake_features, real_features = [fake_features], [real_features]
-    return sum(F.mse_loss(f, r.detach()) for f, r in zip(fake_features, real_features, strict=True)) / len(fake_features)
+    return sum(F.mse_loss(f, r.detach()) for f, r in zip(fake_features, real_features, strict=True)) / len(
+        fake_features
+    )
 
 
 __all__ = [

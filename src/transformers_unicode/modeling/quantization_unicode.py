@@ -72,8 +72,14 @@ def nearest_code_search(
             code_end = min(code_start + cols, num_codes)
             scores = tile[: block.shape[0], : code_end - code_start]
             # scores = 0.5 ||e||^2 - x . e   (rows, cols), written into the reused tile
-            torch.addmm(half_sq_norms[code_start:code_end], block, codebook[code_start:code_end].T,
-                        beta=1, alpha=-1, out=scores)
+            torch.addmm(
+                half_sq_norms[code_start:code_end],
+                block,
+                codebook[code_start:code_end].T,
+                beta=1,
+                alpha=-1,
+                out=scores,
+            )
             value, index = scores.min(dim=1)
             if best_value is None:
                 best_value, best_index = value, index
@@ -387,7 +393,11 @@ class UniCodeQuantizer(nn.Module):
         flat = z.reshape(-1, z.shape[-1])
         rows = self.codebook.search(flat, group)
         self.codebook.update(flat, rows, group or 0)
-        table = self.codebook.embedding if group is None else self.codebook.embedding[:, self.codebook.group_slice(group)]
+        table = (
+            self.codebook.embedding
+            if group is None
+            else self.codebook.embedding[:, self.codebook.group_slice(group)]
+        )
         zq = F.embedding(rows, table).view_as(z)
         return zq, self.codebook.visual_ids[rows].view(z.shape[:-1])
 
@@ -519,7 +529,8 @@ class MultiCodebookQuantizer(UniCodeQuantizer):
     def embed(self, codes):
         self._check_codes(codes)
         return torch.cat(
-            [self.codebook.lookup(codes[..., group], group) for group in range(self.codes_per_position)], dim=-1
+            [self.codebook.lookup(codes[..., group], group) for group in range(self.codes_per_position)],
+            dim=-1,
         )
 
     def aggregate(self, codes):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
-from .conversations import chat_messages
+from ..data.conversations import chat_messages
 
 logger = logging.get_logger(__name__)
 
@@ -150,7 +150,7 @@ def tokenize_conversations(
     if missing:
         raise ValueError(
             f"Conversation datasets need the columns 'messages' and 'images'; missing {sorted(missing)} "
-            f"(columns: {dataset.column_names}). Build them with transformers_unicode.training.conversations."
+            f"(columns: {dataset.column_names}). Build them with transformers_unicode.data.conversations."
         )
     return _map_cached(
         dataset,

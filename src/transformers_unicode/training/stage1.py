@@ -32,29 +32,47 @@ logger = logging.get_logger(__name__)
 class TokenizerTrainingArguments:
     """What to train: the LLM whose table is the codebook, the images, the architecture, the codebook mode."""
 
-    llm: str = field(default="embedded", metadata={"help": "Causal LM folder/hub id, a .gguf file, or 'embedded' (SmolLM2-135M-Instruct)."})
+    llm: str = field(
+        default="embedded",
+        metadata={"help": "Causal LM folder/hub id, a .gguf file, or 'embedded' (SmolLM2-135M-Instruct)."},
+    )
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside the --llm folder."})
-    dataset: str = field(default="openmoji", metadata={"help": "'openmoji', 'digits', or a folder of images (datasets' imagefolder)."})
+    dataset: str = field(
+        default="openmoji",
+        metadata={"help": "'openmoji', 'digits', or a folder of images (datasets' imagefolder)."},
+    )
     image_size: int = field(default=64, metadata={"help": "Side of the square training images."})
     latent_size: int = field(default=8, metadata={"help": "Side of the code map."})
     quantizer: str = field(default="rq", metadata={"help": "vq, rq, hq or mcq."})
     codes_per_position: int = field(default=4, metadata={"help": "D: RQ depth or MCQ sub-codebooks."})
-    num_visual_codes: int = field(default=2048, metadata={"help": "LLM ids used as codes (evenly spaced; the vocabulary size for all)."})
+    num_visual_codes: int = field(
+        default=2048, metadata={"help": "LLM ids used as codes (evenly spaced; the vocabulary size for all)."}
+    )
     patch_size: int = field(default=4, metadata={"help": "Pixels folded into channels before the encoder."})
-    block_out_channels: str = field(default="64,128", metadata={"help": "Encoder block widths, comma separated."})
+    block_out_channels: str = field(
+        default="64,128", metadata={"help": "Encoder block widths, comma separated."}
+    )
     layers_per_block: int = field(default=1, metadata={"help": "ResNet layers per block."})
     projection: str = field(default="linear", metadata={"help": "linear or attention (UniTok)."})
-    latent_normalization: bool = field(default=False, metadata={"help": "Rescale encoder outputs to the table's statistics."})
+    latent_normalization: bool = field(
+        default=False, metadata={"help": "Rescale encoder outputs to the table's statistics."}
+    )
     codebook_mode: str = field(default="iter", metadata={"help": "iter (Eq. 3 pull), frozen or dual."})
     sync_every: int = field(default=50, metadata={"help": "T: steps between pulls toward the LLM table."})
     sync_decay: float = field(default=0.99, metadata={"help": "gamma of Eq. 3."})
     codebook_decay: float = field(default=0.99, metadata={"help": "gamma of the EMA of Eq. 2."})
-    dead_code_threshold: float = field(default=1.0, metadata={"help": "EMA count under which a code is restarted; 0 = off."})
+    dead_code_threshold: float = field(
+        default=1.0, metadata={"help": "EMA count under which a code is restarted; 0 = off."}
+    )
     commitment_weight: float = field(default=0.25, metadata={"help": "Weight of the commitment loss."})
     adversarial_weight: float = field(default=0.0, metadata={"help": "Patch-GAN loss weight; 0 = off."})
     train_limit: int | None = field(default=None, metadata={"help": "Use at most this many training images."})
-    eval_limit: int | None = field(default=None, metadata={"help": "Evaluate on at most this many held-out images."})
-    horizontal_flip: bool = field(default=False, metadata={"help": "Random horizontal flips of training images."})
+    eval_limit: int | None = field(
+        default=None, metadata={"help": "Evaluate on at most this many held-out images."}
+    )
+    horizontal_flip: bool = field(
+        default=False, metadata={"help": "Random horizontal flips of training images."}
+    )
 
     def tokenizer_config(self) -> UniCodeVisualTokenizerConfig:
         return UniCodeVisualTokenizerConfig(
@@ -80,16 +98,22 @@ class TokenizerTrainingArguments:
 class TokenizerTrainerArguments(TrainingArguments):
     """`TrainingArguments` with defaults that suit the tokenizer on a CPU machine (all overridable)."""
 
-    output_dir: str | None = field(default="runs/tokenizer", metadata={"help": "Where checkpoints and the tokenizer go."})
+    output_dir: str | None = field(
+        default="runs/tokenizer", metadata={"help": "Where checkpoints and the tokenizer go."}
+    )
     max_steps: int = field(default=4200, metadata={"help": "Optimizer steps."})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Images per step and device."})
     learning_rate: float = field(default=2e-3, metadata={"help": "AdamW learning rate."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
     warmup_steps: float = field(default=50, metadata={"help": "Linear warm-up steps."})
-    logging_steps: float = field(default=50, metadata={"help": "Steps between logs (and codebook-health windows)."})
+    logging_steps: float = field(
+        default=50, metadata={"help": "Steps between logs (and codebook-health windows)."}
+    )
     save_steps: float = field(default=500, metadata={"help": "Steps between checkpoints."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the image column for the collator."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep the image column for the collator."}
+    )
     use_cpu: bool = field(default=not torch.cuda.is_available(), metadata={"help": "Train on the CPU."})
 
 
@@ -126,9 +150,13 @@ def load_image_dataset(name: str, split: str, size: int, limit: int | None = Non
         import datasets
 
         dataset_dict = datasets.load_dataset("imagefolder", data_dir=name)
-        dataset = dataset_dict[split] if split in dataset_dict else dataset_dict["train"].train_test_split(
-            test_size=0.1, seed=0
-        )["train" if split == "train" else "test"]
+        dataset = (
+            dataset_dict[split]
+            if split in dataset_dict
+            else dataset_dict["train"].train_test_split(test_size=0.1, seed=0)[
+                "train" if split == "train" else "test"
+            ]
+        )
         return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
     raise ValueError(f"Unknown dataset {name!r}: use 'openmoji', 'digits' or a folder of images.")
 
@@ -178,7 +206,9 @@ def train_tokenizer(
     started = time.time()
     # Cheap checks first: a bad flag should fail in a second, not after the LLM has loaded.
     config = args.tokenizer_config()
-    callback = CodebookSyncCallback(mode=args.codebook_mode, sync_every=args.sync_every, decay=args.sync_decay)
+    callback = CodebookSyncCallback(
+        mode=args.codebook_mode, sync_every=args.sync_every, decay=args.sync_decay
+    )
     train_set = load_image_dataset(args.dataset, "train", args.image_size, args.train_limit)
     eval_set = load_image_dataset(args.dataset, "test", args.image_size, args.eval_limit)
     if llm is None:

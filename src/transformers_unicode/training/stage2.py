@@ -193,7 +193,7 @@ def build_sft_dataset(
             if ratios.get(task, 0) > 0:
                 sources[task] = openmoji_conversations(task, images=images)
     else:
-        from .conversations import load_llava_conversations
+        from ..data.conversations import load_llava_conversations
 
         if script_args.image_folder is None:
             raise ValueError("A LLaVA JSON dataset needs --image_folder (where its images are).")
@@ -204,7 +204,7 @@ def build_sft_dataset(
             report=report.setdefault("conversation", {}),
         )
     if script_args.text_to_image is not None:
-        from .conversations import load_text_to_image_pairs
+        from ..data.conversations import load_text_to_image_pairs
 
         sources["text_to_image"] = load_text_to_image_pairs(
             script_args.text_to_image,

@@ -311,7 +311,7 @@ def load_llava_conversations(
     Example:
 
     ```python
-    >>> from transformers_unicode.training.conversations import load_llava_conversations
+    >>> from transformers_unicode.data.conversations import load_llava_conversations
 
     >>> report = {}
     >>> dataset = load_llava_conversations(
@@ -497,7 +497,7 @@ def load_text_to_image_pairs(
     Example:
 
     ```python
-    >>> from transformers_unicode.training.conversations import load_text_to_image_pairs
+    >>> from transformers_unicode.data.conversations import load_text_to_image_pairs
 
     >>> dataset = load_text_to_image_pairs("my_pairs/", instruction_templates=["Draw {caption}."])
     >>> dataset[0]["messages"]
@@ -624,7 +624,7 @@ def conversation_from_qa(question: str, answer: str, image: Any = None, system: 
 
     ```python
     >>> from PIL import Image
-    >>> from transformers_unicode.training.conversations import conversation_from_qa, conversations_to_dataset
+    >>> from transformers_unicode.data.conversations import conversation_from_qa, conversations_to_dataset
 
     >>> record = conversation_from_qa("What colour is this?", "Red.", image=Image.new("RGB", (8, 8), "red"))
     >>> record["messages"][0]["content"]
@@ -715,7 +715,7 @@ def conversations_to_dataset(records: Iterable[dict], ids: Sequence[str] | None 
     Example:
 
     ```python
-    >>> from transformers_unicode.training.conversations import conversation_from_qa, conversations_to_dataset
+    >>> from transformers_unicode.data.conversations import conversation_from_qa, conversations_to_dataset
 
     >>> dataset = conversations_to_dataset([conversation_from_qa("Say hi.", "Hi!")])
     >>> dataset[0]["id"], dataset[0]["images"]
