@@ -1,7 +1,9 @@
 """Shared tiny fixtures: a random Llama with a 128-id vocabulary and tokenizers built from it."""
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
 
 from transformers_unicode import UniCodeVisualTokenizer, UniCodeVisualTokenizerConfig
@@ -177,3 +179,89 @@ class StopAt(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
             raise KeyboardInterrupt
+
+
+# ---- image files as users hand them in: unusable ones, and usable ones that need converting ----------------
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png() -> bytes:
+    """A 200-byte PNG whose header claims 60000 x 60000 pixels: Pillow's decompression-bomb case."""
+    import struct
+    import zlib
+
+    header = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+UNUSABLE_IMAGE_KINDS = (
+    "missing",
+    "a folder",
+    "empty",
+    "truncated",
+    "not an image",
+    "decompression bomb",
+    "1x1",
+)
+CONVERTIBLE_IMAGE_KINDS = ("animated GIF", "16-bit", "CMYK", "palette", "alpha")
+
+
+def unusable_image_files(folder) -> dict:
+    """name -> (path, a fragment of the message that must name the problem), written into `folder`."""
+    import io
+
+    folder.mkdir(parents=True, exist_ok=True)
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    noise.save(buffer, format="PNG")
+    files = {
+        "missing": (folder / "missing.png", None, "No image file"),
+        "a folder": (folder / "a_folder.png", None, "No image file"),
+        "empty": (folder / "empty.png", b"", "not an image file"),
+        "truncated": (
+            folder / "truncated.png",
+            buffer.getvalue()[: len(buffer.getvalue()) // 2],
+            "truncated",
+        ),
+        "not an image": (folder / "notes.png", b"these are notes, not pixels\n", "not an image file"),
+        "decompression bomb": (folder / "bomb.png", bomb_png(), "too large"),
+    }
+    (folder / "a_folder.png").mkdir(exist_ok=True)
+    tiny = io.BytesIO()
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(tiny, format="PNG")
+    files["1x1"] = (folder / "one_pixel.png", tiny.getvalue(), "at least 2x2")
+    for path, data, _ in files.values():
+        if data is not None:
+            path.write_bytes(data)
+    assert tuple(files) == UNUSABLE_IMAGE_KINDS
+    return {name: (path, message) for name, (path, _, message) in files.items()}
+
+
+def convertible_image_files(folder) -> dict:
+    """name -> (path, a fragment of the conversion note, or None for a lossless conversion)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    rgb = Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    files = {}
+    frames = [Image.new("RGB", (24, 24), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    files["animated GIF"] = (folder / "animated.gif", None)
+    Image.fromarray(rng.integers(0, 65536, (24, 24), dtype=np.uint16)).save(folder / "sixteen.png")
+    files["16-bit"] = (folder / "sixteen.png", "8 bits")
+    rgb.convert("CMYK").save(folder / "cmyk.jpg")
+    files["CMYK"] = (folder / "cmyk.jpg", "CMYK")
+    rgb.convert("P").save(folder / "palette.png")
+    files["palette"] = (folder / "palette.png", None)
+    rgb.convert("RGBA").save(folder / "alpha.png")
+    files["alpha"] = (folder / "alpha.png", "composited on white")
+    assert tuple(files) == CONVERTIBLE_IMAGE_KINDS
+    return files

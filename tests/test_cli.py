@@ -4,7 +4,14 @@ problem) and the model commands on a tiny saved UniCode model."""
 import json
 
 import pytest
-from conftest import tiny_llm, tiny_unicode
+from conftest import (
+    CONVERTIBLE_IMAGE_KINDS,
+    UNUSABLE_IMAGE_KINDS,
+    convertible_image_files,
+    tiny_llm,
+    tiny_unicode,
+    unusable_image_files,
+)
 from PIL import Image
 
 from transformers_unicode.cli import COMMANDS, main
@@ -53,8 +60,8 @@ def test_no_command_and_unknown_command(capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["caption", "{root}/missing.png", "--model", "{root}/unicode"], "no image file"),
-        (["caption", "{root}/notes.txt", "--model", "{root}/unicode"], "cannot read"),
+        (["caption", "{root}/missing.png", "--model", "{root}/unicode"], "No image file"),
+        (["caption", "{root}/notes.txt", "--model", "{root}/unicode"], "not an image file"),
         (["caption", "{root}/red.png", "--model", "{root}/nowhere"], "No model folder"),
         (["caption", "{root}/red.png", "--model", "{root}/llama"], "not a UniCode model"),
         (
@@ -74,7 +81,7 @@ def test_no_command_and_unknown_command(capsys):
         ),
         (
             ["reconstruct", "{root}/missing.png", "--out", "{root}/y.png", "--model", "{root}/unicode"],
-            "no image file",
+            "No image file",
         ),
         (["eval", "{root}/nowhere"], "No model folder"),
         (["eval", "{root}/unicode", "--question_limit", "many"], "invalid int value"),
@@ -93,6 +100,35 @@ def test_argument_errors_exit_2_with_a_message(folders, capsys, argv, message):
         code = exit_info.code
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["caption", "reconstruct"])
+@pytest.mark.parametrize("kind", UNUSABLE_IMAGE_KINDS)
+def test_unusable_image_files_are_one_line_and_exit_2(folders, tmp_path, capfd, command, kind):
+    path, message = unusable_image_files(tmp_path / "inputs")[kind]
+    out = tmp_path / "out.png"
+    argv = [command, str(path), "--model", str(folders / "unicode")]
+    code = main(argv + (["--out", str(out)] if command == "reconstruct" else []))
+    err = capfd.readouterr().err
+    assert code == 2 and message in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("kind", CONVERTIBLE_IMAGE_KINDS)
+def test_images_that_need_converting_are_used_and_the_cli_says_how(folders, tmp_path, capfd, caplog, kind):
+    path, note = convertible_image_files(tmp_path / "inputs")[kind]
+    out = tmp_path / "out.png"
+    code = main(["reconstruct", str(path), "--out", str(out), "--model", str(folders / "unicode")])
+    err = capfd.readouterr().err
+    assert code == 0 and out.exists(), err
+    if kind == "animated GIF":
+        # a logging warning: on stderr in a terminal (Python's last-resort handler), here in caplog
+        assert "animated (2 frames); its first frame is used" in caplog.text
+    elif note:
+        assert f"note: {path} is a" in err and note in err
+    else:
+        assert "note:" not in err
 
 
 def test_quickstart_refuses_to_overwrite_a_run(tmp_path, capsys):

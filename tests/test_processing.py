@@ -1,8 +1,10 @@
 """UniCodeTokenizer and UniCodeProcessor: markers, the code map <-> id span map, batching, chat template."""
 
+import re
+
 import pytest
 import torch
-from conftest import tiny_text_tokenizer, tiny_unicode
+from conftest import UNUSABLE_IMAGE_KINDS, tiny_text_tokenizer, tiny_unicode, unusable_image_files
 from PIL import Image
 
 from transformers_unicode import PACKED_CODE_OFFSET, UniCodeTokenizer
@@ -74,3 +76,63 @@ def test_chat_template_has_image_slots(unicode):
     )
     prompt = processor.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
     assert prompt.endswith("<|im_start|>assistant\n")
+
+
+# ---- bad input through the Python API: a ValueError that names the problem, never PIL's or numpy's ---------
+RED = Image.new("RGB", (16, 16), (220, 30, 30))
+
+
+def _span(unicode, ids):
+    tokenizer = unicode[1].tokenizer
+    return torch.tensor([[tokenizer.image_start_token_id, *ids, tokenizer.image_end_token_id]])
+
+
+def _written_length(unicode):
+    return unicode[1].image_seq_length * unicode[0].config.visual_config.codes_per_position
+
+
+API_MISUSES = {
+    "two <image> markers, one image": (
+        lambda u: u[1](images=[RED], text="<image><image> hi"),
+        "2 <image> marker",
+    ),
+    "one <image> marker, two images": (lambda u: u[1](images=[RED, RED], text="<image> hi"), "2 image(s)"),
+    "an image and no marker": (lambda u: u[1](images=[RED], text="hi"), "0 <image> marker"),
+    "an empty prompt": (lambda u: u[1](text=""), "Prompt 0 is empty"),
+    "a 100,000-character prompt into the model": (
+        lambda u: u[0](**u[1](text="a " * 50_000, return_tensors="pt")),
+        "over the language model's 2048",
+    ),
+    "ids above the vocabulary to decode_images": (
+        lambda u: u[1].decode_images(_span(u, [10**9] * _written_length(u))),
+        "outside the vocabulary",
+    ),
+    "negative ids to decode_images": (
+        lambda u: u[1].decode_images(_span(u, [-3] * _written_length(u))),
+        "outside the vocabulary",
+    ),
+    "a span cut short to decode_images": (lambda u: u[1].decode_images(_span(u, [5, 6, 7])), "cut short"),
+}
+
+
+@pytest.mark.parametrize("misuse", list(API_MISUSES))
+def test_api_misuse_is_a_value_error_naming_the_problem(unicode, misuse):
+    call, message = API_MISUSES[misuse]
+    with pytest.raises(ValueError, match=re.escape(message)) as excinfo:
+        call(unicode)
+    assert excinfo.value.__cause__ is None
+
+
+@pytest.mark.parametrize("kind", UNUSABLE_IMAGE_KINDS)
+def test_unusable_image_files_are_a_value_error_from_the_processor(unicode, tmp_path, kind):
+    path, message = unusable_image_files(tmp_path)[kind]
+    with pytest.raises(ValueError, match=re.escape(message)) as excinfo:
+        unicode[1](images=[str(path)], text="<image> what is this?")
+    assert excinfo.value.__cause__ is None
+
+
+def test_a_long_prompt_is_truncated_when_asked(unicode):
+    model, processor = unicode
+    inputs = processor(text="a " * 50_000, truncation=True, max_length=64, return_tensors="pt")
+    assert inputs["input_ids"].shape == (1, 64)
+    assert model(**inputs).logits.shape[1] == 64

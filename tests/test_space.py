@@ -19,7 +19,7 @@ pytest.importorskip(
 import httpx  # noqa: E402  (a gradio dependency)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from conftest import tiny_llm, tiny_unicode  # noqa: E402
+from conftest import UNUSABLE_IMAGE_KINDS, tiny_llm, tiny_unicode, unusable_image_files  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -219,6 +219,31 @@ def test_user_errors_come_back_with_our_message(client, png, api_name, args, mes
     args = tuple(handle_file(png) if arg == "PNG" else arg for arg in args)
     with pytest.raises(AppError, match=message):
         client.predict(*args, api_name=api_name)
+
+
+UPLOADABLE_BAD_KINDS = [kind for kind in UNUSABLE_IMAGE_KINDS if kind not in ("missing", "a folder")]
+
+
+@pytest.mark.parametrize("api_name", ["/chat", "/tokenize"])
+@pytest.mark.parametrize("kind", UPLOADABLE_BAD_KINDS)
+def test_unusable_uploads_get_our_message(client, tmp_path, api_name, kind):
+    """Every unusable file is opened by the project's image loading, so the visitor reads why, by file name."""
+    path, message = unusable_image_files(tmp_path)[kind]
+    args = (handle_file(str(path)), QUESTION, [], 8) if api_name == "/chat" else (handle_file(str(path)),)
+    with pytest.raises(AppError, match=message) as excinfo:
+        client.predict(*args, api_name=api_name)
+    assert repr(path.name) in str(excinfo.value) and str(tmp_path) not in str(excinfo.value)
+
+
+def test_each_image_tab_has_clickable_held_out_examples(space):
+    demo = space[0]
+    examples = [block for block in demo.blocks.values() if type(block).__name__ == "Dataset"]
+    assert len(examples) >= 3  # chat, text to image, tokenize
+    samples = [sample for block in examples for sample in block.samples]
+    image_paths = [sample[0]["path"] for sample in samples if isinstance(sample[0], dict)]
+    assert len(image_paths) >= 6  # three held-out emoji in each image tab
+    table, reconstruction = demo.unicode_space.tokenize(image_paths[0])
+    assert len(table) == demo.unicode_space.processor.image_seq_length and reconstruction.size[0] > 0
 
 
 def test_too_large_upload_and_foreign_paths_are_refused(space, client, tmp_path):

@@ -204,16 +204,17 @@ def _load_unicode(folder: str):
 
 
 def _open_image(path: str):
-    from PIL import Image, UnidentifiedImageError
+    """The image at `path`, opened as the processor opens it; any unusable file is a one-line exit 2."""
+    from .processing.image_processing_unicode import conversion_note, open_image
 
-    if not os.path.isfile(path):
-        raise UsageError(f"no image file at {path!r}")
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (UnidentifiedImageError, OSError) as error:
-        raise UsageError(f"cannot read {path!r} as an image ({error}); give a PNG or JPEG file") from None
+        image = open_image(path)
+    except ValueError as error:
+        raise UsageError(f"{error} Give a PNG or JPEG file.") from None
+    note = conversion_note(image)
+    if note:
+        print(f"transformers-unicode: note: {path} is {note}.", file=sys.stderr)
+    return image
 
 
 def _output_path(path: str) -> str:

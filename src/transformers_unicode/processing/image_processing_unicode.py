@@ -351,7 +351,7 @@ def _flatten_images(images: Any, out: list, depth: int) -> None:
     elif isinstance(images, Image.Image):
         out.append(images)
     elif isinstance(images, (str, os.PathLike, bytes, bytearray)):
-        out.append(_open_image(images))
+        out.append(open_image(images))
     elif isinstance(images, np.ndarray) or is_torch_tensor(images):
         if images.ndim == 4:  # a batch
             out.extend(images[i] for i in range(images.shape[0]))
@@ -369,8 +369,15 @@ def _flatten_images(images: Any, out: list, depth: int) -> None:
         )
 
 
-def _open_image(source: str | os.PathLike | bytes | bytearray) -> Image.Image:
-    """Open and decode a path or encoded bytes, turning PIL's many failure modes into one kind of error."""
+def open_image(source: str | os.PathLike | bytes | bytearray) -> Image.Image:
+    """Open and decode an image file (a path, or its encoded bytes) exactly as the processor does.
+
+    Every way a file can be unusable (missing, a folder, empty, not an image, truncated, a decompression
+    bomb, smaller than 2x2) is one `ValueError` that names the file and says what to do, raised before any
+    pixel is decoded where the header suffices. The CLI and the Space open uploads through this, so they
+    give the same messages as `processor(images=path)`. An animated image gives its first frame (with a
+    warning), as the processor encodes one frame per image.
+    """
     if isinstance(source, (bytes, bytearray)):
         name, handle = f"<{len(source)} bytes>", io.BytesIO(bytes(source))
     else:
@@ -424,6 +431,13 @@ def _prepared_pil_image(image: Image.Image, name: str = "The image") -> Image.Im
     """Check the size, decode (reporting truncated data), and apply the EXIF orientation."""
     _check_image_size(image.width, image.height, name)
     try:
+        frames = getattr(image, "n_frames", 1)  # counting GIF frames reads the file: a truncated one may fail
+    except (OSError, SyntaxError, EOFError, ValueError):
+        frames = 1  # the decode below reports the damage
+    if frames > 1:
+        logger.warning(f"{name} is animated ({frames} frames); its first frame is used.")
+        image.seek(0)
+    try:
         image.load()
     except (OSError, SyntaxError, EOFError, ValueError) as error:
         raise ValueError(
@@ -436,6 +450,24 @@ def _prepared_pil_image(image: Image.Image, name: str = "The image") -> Image.Im
         logger.warning(f"Ignoring unreadable EXIF orientation of {name}: {error}")
         transposed = None
     return transposed if transposed is not None else image
+
+
+def conversion_note(image: Image.Image) -> str | None:
+    """What converting `image` to the tokenizer's 8-bit RGB changes, where it loses something; else `None`.
+
+    Front ends (the CLI) print it, so that nobody wonders why a 16-bit scan or a CMYK print file looks
+    different after a round trip. Palette and gray images convert losslessly and get no note.
+    """
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES or mode == "I":
+        return f"a {mode!r} (16/32-bit) image: scaled to 8 bits per channel"
+    if mode == "F":
+        return "a float ('F') image: scaled to 8 bits"
+    if mode == "CMYK":
+        return "a CMYK image: converted to RGB without a colour profile"
+    if mode in _ALPHA_MODES and (mode != "P" or "transparency" in image.info):
+        return f"a {mode!r} image with transparency: composited on white, as in training"
+    return None
 
 
 def _pil_to_rgb(image: Image.Image, background_color: tuple[int, int, int]) -> Image.Image:
@@ -544,4 +576,4 @@ def _to_uint8(array: np.ndarray, kind: str) -> np.ndarray:
     raise ValueError(f"Unsupported image {kind} dtype {dtype}: pass uint8, uint16, bool or float in [0, 1].")
 
 
-__all__ = ["UniCodeImageProcessor"]
+__all__ = ["UniCodeImageProcessor", "conversion_note", "open_image"]
