@@ -111,7 +111,23 @@ def test_health_reports_usage_and_perplexity():
     assert stats["codebook/usage"] == pytest.approx(2 / 3)
     assert stats["codebook/perplexity"] == pytest.approx(2.0)
     assert stats["codebook/llm_distance"] == 0.0
+    assert (
+        stats["codebook/llm_cosine"] == pytest.approx(1.0) and stats["codebook/llm_relative_distance"] == 0.0
+    )
     assert codebook.health()["codebook/usage"] == 0.0  # the window was reset
+
+
+def test_unification_measures_how_far_the_codebook_is_from_the_llm_rows():
+    codebook = make_codebook()
+    llm = codebook.llm_embedding.clone()
+    assert codebook.unification() == {"llm_cosine": pytest.approx(1.0), "llm_relative_distance": 0.0}
+    codebook.embedding[0] = -llm[0]  # code 0 points away from its LLM row; the others are unchanged
+    by_hand = (codebook.embedding - llm).norm() / llm.norm()
+    everything = codebook.unification(torch.ones(codebook.num_codes, dtype=torch.bool))
+    assert everything["llm_cosine"] == pytest.approx((codebook.num_codes - 2) / codebook.num_codes)
+    assert everything["llm_relative_distance"] == pytest.approx(float(by_hand))
+    others = torch.arange(codebook.num_codes) != 0
+    assert codebook.unification(others)["llm_cosine"] == pytest.approx(1.0)  # only codes in use count
 
 
 def test_lookup_rejects_ids_that_are_not_visual_codes():

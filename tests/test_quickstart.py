@@ -155,6 +155,7 @@ def test_miniature_quickstart_end_to_end_interrupted_and_resumed(tmp_path, capsy
     report = json.loads((out / "report.json").read_text())
     assert set(report["seconds"]) == {"tokenizer", "sft", "evaluation"}
     assert report["stages"]["tokenizer"]["steps"] == 4 and report["stages"]["sft"]["train"]["epoch"] > 0
+    assert report["headline"]["codebook_llm_cosine"] == report["stages"]["tokenizer"]["llm_cosine"]
     reconstruction = report["metrics"]["reconstruction"]
     assert (
         reconstruction["count"] == 16

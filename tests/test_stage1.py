@@ -58,6 +58,11 @@ def test_training_writes_a_loadable_tokenizer_and_metrics(tmp_path):
     tokenizer = UniCodeVisualTokenizer.from_pretrained(tmp_path)
     assert tokenizer.codebook.num_codes == 64
     assert (tmp_path / "eval_results.json").exists()
+    # How unified the codebook ended (issue 15): in the metrics and in the saved config alike.
+    assert -1 <= metrics["llm_cosine"] <= 1 and metrics["llm_relative_distance"] >= 0
+    assert tokenizer.config.codebook_unification == {
+        key: round(metrics[key], 6) for key in ("llm_cosine", "llm_relative_distance")
+    }
 
 
 def test_interrupted_run_resumes_to_the_same_codebook_and_weights(tmp_path):

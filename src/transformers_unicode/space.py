@@ -146,26 +146,30 @@ def _check_image(image) -> Image.Image:
         raise _user_error(f"{message} Upload a PNG or JPEG file.") from None
 
 
-class ImageUpload(gr.Image):
-    """`gr.Image` that hands the handler the uploaded file's path unopened (build it with `type="filepath"`).
+def image_upload(**kwargs) -> gr.Image:
+    """A `gr.Image(type="filepath")` that hands the handler the uploaded file's path unopened.
 
     gr.Image opens every upload with PIL while preprocessing, even for `type="filepath"`, so a non-image or a
     decompression bomb fails inside gradio, before our handler runs, and the visitor sees gradio's generic
     "the upstream app has raised an exception". Here the upload is only located, and `_check_image` opens it.
-    `is_template` keeps gr.Image's front end (the same rule gradio's own Sketchpad uses).
+    The instance's `preprocess` is replaced rather than subclassed: a gr.Image subclass is a new component
+    to gradio, which writes a `.pyi` stub beside this module at import time.
     """
+    component = gr.Image(type="filepath", image_mode=None, **kwargs)
+    opening = component.preprocess
 
-    is_template = True  # gr.Image's __init__ is kept as it is: gradio builds the front end's props from it
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         if payload is None or payload.path is None:  # nothing uploaded, or pasted as a data URL
             try:
-                return super().preprocess(payload)
+                return opening(payload)
             except Exception as error:  # gradio's decoding of a pasted image
                 raise _user_error(
                     f"The pasted image could not be read ({error}); upload a PNG or JPEG file."
                 ) from None
         return str(payload.path)
+
+    component.preprocess = preprocess
+    return component
 
 
 def _example_emoji(count: int = 3, size: int = 128) -> list[str]:
@@ -444,9 +448,7 @@ def build_demo(
             with gr.Tab("Chat", id="chat"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        chat_image = ImageUpload(
-                            type="filepath",
-                            image_mode=None,
+                        chat_image = image_upload(
                             sources=["upload", "clipboard"],
                             label="Image",
                             height=256,
@@ -519,9 +521,7 @@ def build_demo(
                     "vocabulary. The reconstruction is decoded from exactly those ids."
                 )
                 with gr.Row():
-                    tokenize_image = ImageUpload(
-                        type="filepath",
-                        image_mode=None,
+                    tokenize_image = image_upload(
                         sources=["upload", "clipboard"],
                         label="Image",
                         height=256,
@@ -600,7 +600,7 @@ def launch_space(
 
 
 __all__ = [
-    "ImageUpload",
+    "image_upload",
     "UniCodeImageTokenProgress",
     "UniCodeStopOnEvent",
     "UniCodeSpace",

@@ -286,6 +286,29 @@ class UnifiedCodebook(nn.Module):
 
     # ---- health ----------------------------------------------------------------------------------
     @torch.no_grad()
+    def unification(self, in_use: torch.Tensor | None = None) -> dict[str, float]:
+        """How far the visual codebook C is from C_L, the LLM's rows of the same ids (SPEC 3.2, Eq. 3).
+
+        - `llm_cosine`: the mean cosine between a code's row in C and its LLM row, over the codes `in_use`
+          (a boolean mask over the codes; by default those whose EMA count is above the restart threshold,
+          or all of them when none is). 1.0 means the LLM reads an image through the very vectors the
+          decoder was trained on.
+        - `llm_relative_distance`: ||C - C_L|| / ||C_L|| over the whole table (Frobenius norms); 0.0 when
+          C = C_L exactly.
+        """
+        if in_use is None:
+            threshold = self.dead_code_threshold if self.dead_code_threshold > 0 else 1e-3
+            in_use = self.cluster_size.max(dim=0).values >= threshold
+        if not bool(in_use.any()):
+            in_use = torch.ones_like(in_use)
+        embedding, llm = self.embedding.float(), self.llm_embedding.float()
+        cosine = torch.nn.functional.cosine_similarity(embedding[in_use], llm[in_use], dim=1)
+        return {
+            "llm_cosine": float(cosine.mean()),
+            "llm_relative_distance": float((embedding - llm).norm() / llm.norm().clamp(min=1e-12)),
+        }
+
+    @torch.no_grad()
     def health(self, reset: bool = True) -> dict[str, float]:
         """Codebook statistics worth logging: usage over the window, perplexity, dead codes, drift.
 
@@ -295,6 +318,8 @@ class UnifiedCodebook(nn.Module):
         - `codebook/perplexity`: exp(entropy) of the code distribution in the window (K is the best).
         - `codebook/dead_codes`: codes whose EMA count is below the restart threshold (or ~0).
         - `codebook/llm_distance`: mean L2 distance between visual rows and the LLM rows.
+        - `codebook/llm_cosine`, `codebook/llm_relative_distance`: how unified the codebook is
+          ([`~UnifiedCodebook.unification`]), over the codes used in the window.
         """
         counts = self.usage_counts.sum(dim=0)
         total = counts.sum()
@@ -310,6 +335,7 @@ class UnifiedCodebook(nn.Module):
             "codebook/perplexity": perplexity,
             "codebook/dead_codes": float((self.cluster_size.min(dim=0).values < threshold).sum()),
             "codebook/llm_distance": float((self.embedding - self.llm_embedding).norm(dim=1).mean()),
+            **{f"codebook/{k}": v for k, v in self.unification(counts > 0 if total > 0 else None).items()},
         }
         if reset:
             self.usage_counts.zero_()

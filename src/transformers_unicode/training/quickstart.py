@@ -359,6 +359,7 @@ class Quickstart:
         evaluation = stages["evaluation"]
         numbers = headline(evaluation)
         numbers["language_perplexity_ratio"] = evaluation.get("language", {}).get("ratio")
+        numbers["codebook_llm_cosine"] = stages["tokenizer"].get("llm_cosine")  # issue 15: how unified
         report = {
             "headline": numbers,
             "targets": {

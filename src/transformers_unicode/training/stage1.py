@@ -233,12 +233,16 @@ def train_tokenizer(
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     train_seconds = time.time() - started
     metrics = evaluate_reconstruction(tokenizer, images_to_pixels(eval_set["image"], args.image_size))
+    unification = tokenizer.codebook.unification()
     metrics.update(
         train_seconds=round(train_seconds, 1),
         steps=trainer.state.global_step,
         num_visual_codes=tokenizer.codebook.num_codes,
         eval_images=len(eval_set),
+        **unification,
     )
+    # The saved config says how unified this tokenizer is, so a reader of the folder need not recompute it.
+    tokenizer.config.codebook_unification = {key: round(value, 6) for key, value in unification.items()}
     if trainer.is_world_process_zero():
         trainer.save_model(training_args.output_dir)
         atomic_write_json(os.path.join(training_args.output_dir, "eval_results.json"), metrics)
