@@ -5,6 +5,8 @@ those questions alone through the shipped path (`tokenize_conversations`, `UniCo
 `UniCodeSFTTrainer`), batch 8, constant learning rate, scored by greedy exact match on the same 32 every
 `--eval_every` steps. `--text_control` writes each emoji's name as text where the image was: the same recipe
 on an input the LLM already reads, which tells a broken label/loss path from a weak image signal.
+`--task drawing` memorises 4 drawings instead (one training emoji per group, "Draw the emoji: NAME."), batch 4,
+scored by `drawing_code_accuracy`: the share of the h*w*D code ids a greedy drawing writes exactly.
 `--attention` only prints, before any tuning, how much attention the position that writes the answer gives
 the image positions in each layer.
 
@@ -13,6 +15,7 @@ the image positions in each layer.
     python benchmarks/stage2_memorisation.py --kind full --lr 1e-4 --epochs 10 --text_control
     python benchmarks/stage2_memorisation.py --kind lora --lr 5e-4 --epochs 15 --eval_every 15
     python benchmarks/stage2_memorisation.py --attention
+    python benchmarks/stage2_memorisation.py --task drawing --kind full --lr 1e-4 --epochs 60 --eval_every 20
 
 Without `--tokenizer` the visual tokenizer is untrained (seeded): its codes still differ from image to
 image, which is all memorisation needs.
@@ -33,8 +36,16 @@ from stage2_learning_curve import KINDS, trainable  # noqa: E402
 
 from transformers_unicode import UniCodeForCausalLM, UniCodeVisualTokenizer, load_llm, load_openmoji  # noqa: E402
 from transformers_unicode.data.conversations import CONVERSATION_FEATURES  # noqa: E402
-from transformers_unicode.data.openmoji_conversations import group_question, openmoji_conversations  # noqa: E402
-from transformers_unicode.evaluation.stage2 import answer_questions, exact_match_accuracy  # noqa: E402
+from transformers_unicode.data.openmoji_conversations import (  # noqa: E402
+    TEXT_TO_IMAGE_PROMPT,
+    group_question,
+    openmoji_conversations,
+)
+from transformers_unicode.evaluation.stage2 import (  # noqa: E402
+    answer_questions,
+    drawing_code_accuracy,
+    exact_match_accuracy,
+)
 from transformers_unicode.training.collator import UniCodeDataCollator  # noqa: E402
 from transformers_unicode.training.sft_data import tokenize_conversations  # noqa: E402
 from transformers_unicode.training.stage1 import TokenizerTrainingArguments  # noqa: E402
@@ -103,6 +114,7 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--eval_every", type=int, default=8, help="steps between scores")
+    parser.add_argument("--task", choices=("group", "drawing"), default="group")
     parser.add_argument("--text_control", action="store_true")
     parser.add_argument("--attention", action="store_true")
     parser.add_argument("--tokenizer", default=None, help="a Stage I folder (default: untrained, seeded)")
@@ -114,16 +126,30 @@ def main(argv=None) -> None:
     if args.attention:
         attention_on_image(model, processor, emoji)
         return
-    questions = text_questions(emoji) if args.text_control else openmoji_conversations("group", images=emoji)
-    samples = tokenize_conversations(questions, processor, task="group")
+    batch_size = 8
+    if args.task == "drawing":
+        emoji = emoji.select([8 * group for group in range(len(GROUPS))])  # one emoji of each group
+        questions = openmoji_conversations("text_to_image", images=emoji)
+        samples = tokenize_conversations(questions, processor, task="text_to_image")
+        batch_size = len(emoji)
+    else:
+        questions = (
+            text_questions(emoji) if args.text_control else openmoji_conversations("group", images=emoji)
+        )
+        samples = tokenize_conversations(questions, processor, task="group")
     dataset = datasets.concatenate_datasets([samples] * args.epochs).shuffle(seed=0).flatten_indices()
 
     def score(model):
         model.eval()
-        answers = answer_questions(model, processor, questions, max_new_tokens=8)
+        if args.task == "drawing":
+            prompts = [TEXT_TO_IMAGE_PROMPT.format(name=name) for name in emoji["name"]]
+            accuracy = drawing_code_accuracy(model, processor, prompts, emoji["image"])
+            print(f"greedy drawings: {accuracy:.1%} of the code ids right", flush=True)
+        else:
+            answers = answer_questions(model, processor, questions, max_new_tokens=8)
+            accuracy = exact_match_accuracy(answers, emoji["group"])["accuracy"]
+            print(f"training exact match {accuracy:.1%}; first answers {answers[:4]}", flush=True)
         model.train()
-        accuracy = exact_match_accuracy(answers, emoji["group"])["accuracy"]
-        print(f"training exact match {accuracy:.1%}; first answers {answers[:4]}", flush=True)
 
     class Score(TrainerCallback):
         def on_step_end(self, args_, state, control, model=None, **kwargs):
@@ -135,7 +161,7 @@ def main(argv=None) -> None:
 
     training_args = SFTConfig(
         output_dir=os.path.join("runs", "stage2_memorisation"),
-        per_device_train_batch_size=8,
+        per_device_train_batch_size=batch_size,
         num_train_epochs=1,
         learning_rate=args.lr,
         lr_scheduler_type="constant",

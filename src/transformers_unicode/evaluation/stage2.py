@@ -194,6 +194,41 @@ def draw(
     return images
 
 
+@torch.no_grad()
+def drawing_code_accuracy(model, processor, prompts: list[str], images, batch_size: int = 4) -> float:
+    """The share of code ids that greedy drawings of `prompts` get right, against the codes of `images`.
+
+    Each prompt is drawn with `generate(generation_mode="image", do_sample=False)` and its written span is
+    compared, position by position and code by code, with `processor.encode_images(image)`: 1.0 means the
+    model writes exactly the codes the visual tokenizer gives the image. It tells whether Stage II has
+    learnt (or memorised) a drawing, which a pixel metric blurs.
+    """
+    if len(prompts) != len(images):
+        raise ValueError(f"Got {len(prompts)} prompts but {len(images)} images; pass one image per prompt.")
+    targets = processor.encode_images(list(images)).flatten(1)  # (N, h*w*D) LLM ids
+    correct = 0
+    for begin in range(0, len(prompts), batch_size):
+        texts = [
+            processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "text", "text": prompt}]}],
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+            for prompt in prompts[begin : begin + batch_size]
+        ]
+        inputs = processor(text=texts, return_tensors="pt").to(model.device)
+        output = model.generate(
+            **inputs,
+            generation_mode="image",
+            do_sample=False,
+            pad_token_id=processor.tokenizer.pad_token_id,
+        ).cpu()
+        for row, target in zip(output, targets[begin : begin + batch_size], strict=True):
+            start, end = processor.tokenizer.find_image_spans(row)[-1]  # the span this call wrote
+            correct += int((row[start:end] == target).sum())
+    return correct / targets.numel()
+
+
 def text_to_image_quality(
     generated: list[Image.Image], targets: list[Image.Image], candidates: list[Image.Image]
 ):
@@ -223,6 +258,7 @@ def text_to_image_quality(
 __all__ = [
     "answer_questions",
     "draw",
+    "drawing_code_accuracy",
     "exact_match_accuracy",
     "normalize_answer",
     "choice_log_likelihoods",
