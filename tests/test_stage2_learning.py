@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import tiny_unicode
 
-from transformers_unicode import load_openmoji
+from transformers_unicode import UniCodeForCausalLM, load_openmoji
 from transformers_unicode.data.openmoji_conversations import openmoji_conversations
 from transformers_unicode.training.collator import UniCodeDataCollator
 from transformers_unicode.training.sft_data import tokenize_conversations
@@ -81,3 +81,118 @@ def test_language_perplexity_is_the_exponent_of_the_models_own_mean_loss():
     assert result["perplexity"] == pytest.approx(float(loss.exp()), rel=1e-4)
     with pytest.raises(ValueError, match="multiple of window"):
         language_perplexity(model, tokenizer, max_tokens=100, window=64)
+
+
+# ---- the overfit test on the embedded default (slow) ------------------------------------------------------
+MEMORISED_GROUPS = ("Smileys & Emotion", "Animals & Nature", "Food & Drink", "Objects")
+STAGE1_STEPS = 120  # a short Stage I: an untrained tokenizer's codes are not memorised in 40 steps (README)
+GROUP_STEPS = 40  # 32 emoji, batch 8: 10 epochs
+DRAWING_STEPS = 60  # 4 drawings, batch 4
+
+
+@pytest.fixture(scope="module")
+def smollm2_after_stage1(tmp_path_factory):
+    """SmolLM2 and a briefly trained Stage I tokenizer (the first 512 training emoji), and the 32 to memorise."""
+    from transformers_unicode import UniCodeVisualTokenizer, load_llm
+    from transformers_unicode.training.stage1 import (
+        TokenizerTrainerArguments,
+        TokenizerTrainingArguments,
+        train_tokenizer,
+    )
+
+    folder = tmp_path_factory.mktemp("stage1")
+    llm, llm_tokenizer = load_llm("embedded")
+    train_tokenizer(
+        TokenizerTrainingArguments(train_limit=512, eval_limit=8),
+        TokenizerTrainerArguments(
+            output_dir=str(folder),
+            max_steps=STAGE1_STEPS,
+            per_device_train_batch_size=8,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            seed=0,
+        ),
+        llm=llm,
+        llm_tokenizer=llm_tokenizer,
+    )
+    train = load_openmoji("train", size=64)
+    chosen = [
+        i for group in MEMORISED_GROUPS for i in [j for j, g in enumerate(train["group"]) if g == group][:8]
+    ]
+    return (
+        llm_tokenizer,
+        UniCodeVisualTokenizer.from_pretrained(folder),
+        train.select(chosen),
+        UniCodeForCausalLM,
+    )
+
+
+def memorise(model, processor, conversations, task: str, steps: int, batch_size: int, output_dir):
+    """Full tuning through the shipped Stage II path (processor, collator, UniCodeSFTTrainer, the model's loss)."""
+    import datasets
+    from trl import SFTConfig
+
+    from transformers_unicode.training.stage2 import UniCodeSFTTrainer
+
+    samples = tokenize_conversations(conversations, processor, task=task)
+    repeats = -(-steps * batch_size // len(samples))
+    dataset = datasets.concatenate_datasets([samples] * repeats).shuffle(seed=0).flatten_indices()
+    model.model.language_model.requires_grad_(True)
+    arguments = SFTConfig(
+        output_dir=str(output_dir),
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=1e-4,
+        lr_scheduler_type="constant",
+        save_strategy="no",
+        activation_checkpointing=False,
+        max_length=None,
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+    )
+    collator = UniCodeDataCollator.from_processor(processor)
+    UniCodeSFTTrainer(model=model, args=arguments, train_dataset=dataset, processing_class=processor,
+                      data_collator=collator).train()  # fmt: skip
+    return model.eval()
+
+
+@pytest.mark.slow
+def test_stage2_memorises_the_group_of_32_emoji(smollm2_after_stage1, tmp_path):
+    """Issue 14's overfit check: the shipped path learns to read 32 images (chance 25 %) within a few CPU minutes."""
+    from transformers_unicode import load_llm
+    from transformers_unicode.evaluation.stage2 import answer_questions, exact_match_accuracy
+
+    visual, emoji = smollm2_after_stage1
+    llm, llm_tokenizer = load_llm("embedded")
+    model, processor = UniCodeForCausalLM.from_llm(
+        llm, visual, tokenizer=llm_tokenizer, return_processor=True
+    )
+    questions = openmoji_conversations("group", images=emoji)
+    model = memorise(model, processor, questions, "group", GROUP_STEPS, 8, tmp_path)
+    answers = answer_questions(model, processor, questions, max_new_tokens=8)
+    assert exact_match_accuracy(answers, emoji["group"])["accuracy"] >= 0.95, answers
+
+
+@pytest.mark.slow
+def test_stage2_memorises_4_drawings_code_by_code(smollm2_after_stage1, tmp_path):
+    """Greedy decoding writes >= 90 % of the code ids of 4 drawings it was tuned on."""
+    from transformers_unicode import load_llm
+    from transformers_unicode.data.openmoji_conversations import TEXT_TO_IMAGE_PROMPT
+    from transformers_unicode.evaluation.stage2 import drawing_code_accuracy
+
+    visual, emoji = smollm2_after_stage1
+    drawn = emoji.select([8 * group for group in range(len(MEMORISED_GROUPS))])
+    llm, llm_tokenizer = load_llm("embedded")
+    model, processor = UniCodeForCausalLM.from_llm(
+        llm, visual, tokenizer=llm_tokenizer, return_processor=True
+    )
+    model = memorise(model, processor, openmoji_conversations("text_to_image", images=drawn), "text_to_image",
+                     DRAWING_STEPS, 4, tmp_path)  # fmt: skip
+    prompts = [TEXT_TO_IMAGE_PROMPT.format(name=name) for name in drawn["name"]]
+    assert drawing_code_accuracy(model, processor, prompts, drawn["image"]) >= 0.90
