@@ -40,6 +40,7 @@ from transformers_unicode.data.openmoji_conversations import emoji_group_names, 
 from transformers_unicode.evaluation.stage2 import answer_questions, exact_match_accuracy, rank_choices
 from transformers_unicode.training.collator import UniCodeDataCollator
 from transformers_unicode.training.io import atomic_write_json
+from transformers_unicode.training.quickstart import QuickstartArguments
 from transformers_unicode.training.stage2 import (
     SFTScriptArguments,
     UniCodeSFTTrainer,
@@ -48,7 +49,7 @@ from transformers_unicode.training.stage2 import (
 )
 
 KINDS = ("full", "lora", "rows", "rows+lora")
-QUICKSTART_MIXTURE = "caption=1,group=3,text_to_image=2,decompression=0.25"
+QUICKSTART_MIXTURE = QuickstartArguments().mixture  # the main job's mixture, whatever it is now
 
 
 def parse_config(text: str) -> tuple[str, float]:

@@ -66,11 +66,10 @@ def train_step(model, batch, **kwargs) -> float:
 def padding_table(processor, batch_size: int, samples: int) -> list[str]:
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
+    from transformers_unicode.training.quickstart import QuickstartArguments
     from transformers_unicode.training.stage2 import SFTScriptArguments, build_sft_dataset
 
-    script = SFTScriptArguments(
-        mixture="caption=1,group=3,text_to_image=2,decompression=0.25", num_samples=samples, eval_limit=0
-    )
+    script = SFTScriptArguments(mixture=QuickstartArguments().mixture, num_samples=samples, eval_limit=0)
     lengths = np.asarray(build_sft_dataset(script, processor, None, {})["length"])
     tokens = int(lengths.sum())
 

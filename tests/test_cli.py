@@ -193,6 +193,14 @@ def test_eval_writes_a_report_and_sheets_for_a_saved_model(folders, tmp_path, ca
     assert report["reconstruction"]["count"] == 8 and "rfid_skipped" in report["reconstruction"]
     assert {"group", "subgroup", "caption"} == set(report["understanding"])
     assert report["generation"]["training_prompts"]["count"] == 2
+    judged = report["generation"]["class_conditional"]  # 2 drawings of each of the 9 groups, judged
+    assert (
+        judged["drawings"] == 18
+        and len(judged["judged_as"]) == 18
+        and set(judged["per_group"]) == set(report["generation"]["class_conditional"]["per_group"])
+    )
+    assert 0 <= judged["in_requested_group"] <= 1 and 0.6 < judged["judge_held_out_accuracy"] <= 1
+    assert judged["judge_counts"] == (judged["judge_held_out_accuracy"] >= 0.75)
     assert set(report["headline"]) >= {
         "held_out_psnr",
         "held_out_group_accuracy",

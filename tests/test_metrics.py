@@ -294,3 +294,25 @@ def test_fid_without_the_inception_file_says_what_to_put_there(metric, tmp_path)
         )
     with pytest.raises(ValueError, match="needs inception_path"):
         metric("frechet_inception_distance").compute(predictions=[solid(0)], references=[solid(0)])
+
+
+def test_group_judge_tells_real_pictures_apart_and_says_how_well():
+    """The class-conditional judge on scikit-learn's digits (10 classes): fit, held-out score, refusal unfit."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from transformers_unicode.evaluation.judge import GroupJudge
+
+    digits = load_digits()
+    images = [Image.fromarray((image * 255 / 16).astype(np.uint8)).convert("RGB") for image in digits.images]
+    labels = [str(label) for label in digits.target]
+    with pytest.raises(ValueError, match="Fit the judge"):
+        GroupJudge().predict(images[:1])
+    judge = GroupJudge(size=8, C=1.0).fit(images[:1500], labels[:1500])
+    scores = judge.score(images[1500:], labels[1500:])
+    assert scores["count"] == len(labels) - 1500
+    assert scores["accuracy"] > 0.85 and scores["balanced_accuracy"] > 0.85  # digits are easy for pixels
+    assert judge.predict(images[1500:1503]) == [
+        str(p) for p in judge.classifier.predict(judge.features(images[1500:1503]))
+    ]

@@ -12,10 +12,12 @@ import datasets
 from .conversations import CONVERSATION_FEATURES
 from .openmoji import emoji_groups, load_openmoji
 
-OPENMOJI_TASKS = ("caption", "group", "subgroup", "text_to_image")
+OPENMOJI_TASKS = ("caption", "group", "subgroup", "text_to_image", "group_to_image")
 CAPTION_QUESTION = "What emoji is this?"
 SUBGROUP_QUESTION = "Which CLDR subgroup is this emoji in?"
 TEXT_TO_IMAGE_PROMPT = "Draw the emoji: {name}."
+# Class-conditional drawing, the paper's ImageNet protocol in miniature: the class is the CLDR group.
+GROUP_TO_IMAGE_PROMPT = "Draw an emoji from the group {group}."
 
 
 def emoji_group_names() -> list[str]:
@@ -44,7 +46,8 @@ def openmoji_conversations(
 
     Args:
         task (`str`): `"caption"` (image -> name), `"group"` (image -> CLDR group, choices listed),
-            `"subgroup"` (image -> CLDR subgroup) or `"text_to_image"` (name -> image).
+            `"subgroup"` (image -> CLDR subgroup), `"text_to_image"` (name -> image) or `"group_to_image"`
+            (CLDR group -> an image of that group: class-conditional drawing).
         split, size, limit: as in [`load_openmoji`].
         images (`datasets.Dataset`, *optional*): the rendered split, to render it once for several tasks.
     """
@@ -59,6 +62,8 @@ def openmoji_conversations(
             messages = _messages(group_question(), record["group"], reads_image=True)
         elif task == "subgroup":
             messages = _messages(SUBGROUP_QUESTION, record["subgroup"], reads_image=True)
+        elif task == "group_to_image":
+            messages = _messages(GROUP_TO_IMAGE_PROMPT.format(group=record["group"]), None, reads_image=False)
         else:
             messages = _messages(TEXT_TO_IMAGE_PROMPT.format(name=record["name"]), None, reads_image=False)
         return {"messages": messages, "images": [record["image"]], "id": f"{task}-{record['emoji']}"}
@@ -70,6 +75,7 @@ def openmoji_conversations(
 
 __all__ = [
     "CAPTION_QUESTION",
+    "GROUP_TO_IMAGE_PROMPT",
     "OPENMOJI_TASKS",
     "SUBGROUP_QUESTION",
     "TEXT_TO_IMAGE_PROMPT",

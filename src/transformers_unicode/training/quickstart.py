@@ -48,6 +48,10 @@ TARGETS = {
     "held_out_group_balanced_accuracy": (0.40, "at_least"),
     "held_out_psnr": (23.5, "at_least"),
     "language_perplexity_ratio": (1.25, "at_most"),
+    # Class-conditional drawing: the share an outside pixel classifier puts in the requested group; it counts
+    # only while that judge itself scores >= 75 % on real held-out renders, the second row.
+    "class_conditional_in_group": (0.50, "at_least"),
+    "judge_held_out_accuracy": (0.75, "at_least"),
 }
 
 
@@ -86,9 +90,10 @@ class QuickstartArguments:
     sft_batch_size: int = field(default=8, metadata={"help": "Stage II samples per step."})
     sft_samples: int = field(default=96, metadata={"help": "Samples in the Stage II mixture."})
     mixture: str = field(
-        default="caption=1,group=3,text_to_image=2,decompression=0.25",
+        default="caption=1,group=3,text_to_image=2,group_to_image=1,decompression=0.25",
         metadata={
-            "help": "Stage II sampling ratios (caption, group, subgroup, text_to_image, decompression)."
+            "help": "Stage II sampling ratios (caption, group, subgroup, text_to_image, group_to_image, "
+            "decompression)."
         },
     )
     lora_r: int = field(default=64, metadata={"help": "LoRA rank (on every linear layer of the LLM)."})

@@ -59,7 +59,8 @@ class SFTScriptArguments:
     mixture: str = field(
         default=DEFAULT_MIXTURE,
         metadata={
-            "help": "Sampling ratios, name=ratio. OpenMoji: caption, group, subgroup, text_to_image, decompression; "
+            "help": "Sampling ratios, name=ratio. OpenMoji: caption, group, subgroup, text_to_image, group_to_image, "
+            "decompression; "
             "your data: conversation, text_to_image, decompression (default conversation=1,decompression=0.25)."
         },
     )
