@@ -159,6 +159,19 @@ def exact_match_accuracy(predictions: list[str], references: list[str]) -> dict:
 
 
 @torch.no_grad()
+def _drawing_prompts(processor, prompts: list[str]):
+    """Drawing prompts as the chat template writes a user turn, batched (left-padded) for `generate`."""
+    texts = [
+        processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "text", "text": prompt}]}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for prompt in prompts
+    ]
+    return processor(text=texts, return_tensors="pt")
+
+
 def draw(
     model,
     processor,
@@ -174,15 +187,7 @@ def draw(
     """
     images = []
     for begin in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=desc is None, unit="batch"):
-        texts = [
-            processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "text", "text": prompt}]}],
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-            for prompt in prompts[begin : begin + batch_size]
-        ]
-        inputs = processor(text=texts, return_tensors="pt")
+        inputs = _drawing_prompts(processor, prompts[begin : begin + batch_size])
         torch.manual_seed(seed + begin)
         output = model.generate(
             **inputs,
@@ -208,15 +213,7 @@ def drawing_code_accuracy(model, processor, prompts: list[str], images, batch_si
     targets = processor.encode_images(list(images)).flatten(1)  # (N, h*w*D) LLM ids
     correct = 0
     for begin in range(0, len(prompts), batch_size):
-        texts = [
-            processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "text", "text": prompt}]}],
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-            for prompt in prompts[begin : begin + batch_size]
-        ]
-        inputs = processor(text=texts, return_tensors="pt").to(model.device)
+        inputs = _drawing_prompts(processor, prompts[begin : begin + batch_size]).to(model.device)
         output = model.generate(
             **inputs,
             generation_mode="image",
