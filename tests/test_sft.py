@@ -353,9 +353,10 @@ def test_killed_run_resumes_on_the_same_loss_curve(tmp_path):
     _, resumed = tiny_sft(
         tmp_path / "b", resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-3"), **schedule
     )
-    assert losses(resumed)[-3:] == pytest.approx(losses(whole)[-3:], rel=1e-5)
-    for key, value in whole.model.state_dict().items():
-        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+    assert losses(resumed)[-3:] == losses(whole)[-3:]  # exactly: resume is bit-identical (issue 18)
+    resumed_state = resumed.model.state_dict()
+    different = [key for key, value in whole.model.state_dict().items() if not resumed_state[key].equal(value)]
+    assert not different, different
 
 
 def test_codebook_sync_callback_follows_the_tuned_table_under_sfttrainer(tmp_path):
