@@ -16,6 +16,7 @@ from transformers import (
     AutoTokenizer,
 )
 
+from .assembly import register_unicode_assembly
 from .data import emoji_groups, load_digits_images, load_openmoji, render_emoji
 from .data.conversations import (
     InvalidRecordError,
@@ -75,6 +76,8 @@ from .training.stage1 import (
 )
 
 __version__ = "0.1.0"
+
+register_unicode_assembly()  # UniCodeForCausalLM.from_llm(..., return_processor=True) builds its processor here
 
 # Stage II's recipe needs TRL (the `train` extra), so it is imported on first use, not with the package.
 _LAZY = {

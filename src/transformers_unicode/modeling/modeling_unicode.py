@@ -246,6 +246,10 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
     ```
     """
 
+    # The tokenizer and processor builders `from_llm` uses, registered by the package (transformers_unicode/
+    # assembly.py) so that this file never imports the processing layer; None in a trust_remote_code copy.
+    assembly: dict | None = None
+
     def __init__(self, config: UniCodeConfig):
         super().__init__(config)
         self.model = UniCodeModel(config)
@@ -439,17 +443,10 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         """
         from .llm_utils import load_llm
 
-        try:  # absolute and guarded: a trust_remote_code copy of this file loads models, it never assembles one
-            from transformers_unicode.processing import (
-                UniCodeImageProcessor,
-                UniCodeProcessor,
-                UniCodeTokenizer,
-            )
-        except ImportError as error:
+        if cls.assembly is None:  # a trust_remote_code copy of this file loads models, it never assembles one
             raise ImportError(
-                "UniCodeForCausalLM.from_llm needs the transformers_unicode package installed."
-            ) from error
-
+                "UniCodeForCausalLM.from_llm needs the transformers_unicode package installed (and imported)."
+            )
         if isinstance(llm_or_path, (str, os.PathLike)):
             llm, loaded_tokenizer = load_llm(llm_or_path, gguf_file=gguf_file)
             tokenizer = tokenizer or loaded_tokenizer
@@ -467,8 +464,7 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
                 f"table but this LLM's is {vocab_size} x {hidden_size}; build it with "
                 "UniCodeVisualTokenizer.from_llm(this LLM)."
             )
-        if not isinstance(tokenizer, UniCodeTokenizer):
-            tokenizer = UniCodeTokenizer.from_llm_tokenizer(tokenizer)
+        tokenizer = cls.assembly["tokenizer"](tokenizer)  # the LLM's tokenizer with the three image markers
         # Mean resizing draws the marker rows from a normal around the table's mean with torch's global generator,
         # which starts from a random seed in each process: draw them from a fixed seed, so an assembly is a function
         # of its inputs (a LoRA checkpoint does not carry these rows; --resume re-assembles them) and the caller's
@@ -498,13 +494,7 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         model.eval()  # as from_pretrained returns it
         if not return_processor:
             return model
-        image_size = visual_config.image_size
-        processor = UniCodeProcessor(
-            image_processor=UniCodeImageProcessor(size={"height": image_size, "width": image_size}),
-            tokenizer=tokenizer,
-            visual_tokenizer=visual_tokenizer,
-        )
-        return model, processor
+        return model, cls.assembly["processor"](visual_tokenizer, tokenizer)
 
     def model_card(self, repo: str = "."):
         """A `huggingface_hub.ModelCard` whose metadata and usage code match this model (loaded from `repo`)."""
