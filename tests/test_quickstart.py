@@ -154,6 +154,8 @@ def test_miniature_quickstart_end_to_end_interrupted_and_resumed(tmp_path, capsy
 
     report = json.loads((out / "report.json").read_text())
     assert set(report["seconds"]) == {"tokenizer", "sft", "evaluation"}
+    assert set(report["peak_memory_gb"]) == set(report["seconds"])
+    assert all(0.1 < gb < 24 for gb in report["peak_memory_gb"].values())  # resident GB, each stage's own
     assert report["stages"]["tokenizer"]["steps"] == 4 and report["stages"]["sft"]["train"]["epoch"] > 0
     assert report["headline"]["codebook_llm_cosine"] == report["stages"]["tokenizer"]["llm_cosine"]
     reconstruction = report["metrics"]["reconstruction"]
@@ -209,3 +211,20 @@ def test_contact_sheet_keeps_long_captions_inside_their_cells():
     assert set(gutter) == {(255, 255, 255)}
     with pytest.raises(ValueError, match="at least one cell"):
         contact_sheet([])
+
+
+def test_peak_memory_is_measured_per_window():
+    """The per-stage memory figure: a reset starts a new window, and a large allocation raises its peak."""
+    import numpy as np
+
+    from transformers_unicode.training.memory import peak_memory_gb, reset_peak_memory
+
+    if not reset_peak_memory():
+        pytest.skip("this OS cannot reset the peak resident memory (/proc/self/clear_refs)")
+    before = peak_memory_gb()
+    block = np.ones(300_000_000 // 8)  # 0.3 GB, touched
+    during = peak_memory_gb()
+    del block
+    assert during - before > 0.25
+    reset_peak_memory()
+    assert peak_memory_gb() < during - 0.25  # the new window no longer holds the freed block

@@ -355,7 +355,9 @@ def test_killed_run_resumes_on_the_same_loss_curve(tmp_path):
     )
     assert losses(resumed)[-3:] == losses(whole)[-3:]  # exactly: resume is bit-identical (issue 18)
     resumed_state = resumed.model.state_dict()
-    different = [key for key, value in whole.model.state_dict().items() if not resumed_state[key].equal(value)]
+    different = [
+        key for key, value in whole.model.state_dict().items() if not resumed_state[key].equal(value)
+    ]
     assert not different, different
 
 

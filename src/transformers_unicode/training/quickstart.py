@@ -30,6 +30,7 @@ from transformers.utils import logging
 from ..evaluation.suite import EvaluationArguments, evaluate_unicode, headline
 from .callbacks import TimeBudgetCallback
 from .io import atomic_write_json
+from .memory import peak_memory_gb, reset_peak_memory
 
 logger = logging.get_logger(__name__)
 
@@ -353,10 +354,16 @@ class Quickstart:
                 continue
             print(f"\n== {titles[stage]} ==", flush=True)
             begun = self.clock()
+            reset_peak_memory()
             payload = runners[stage]()
             payload["seconds"] = self.clock() - begun
+            payload["peak_memory_gb"] = round(peak_memory_gb(), 3)
             self._finish(stage, payload)
-            print(f"== {titles[stage]}: done in {_format_minutes(payload['seconds'])} ==", flush=True)
+            print(
+                f"== {titles[stage]}: done in {_format_minutes(payload['seconds'])}, "
+                f"peak memory {payload['peak_memory_gb']:.2f} GB ==",
+                flush=True,
+            )
         return self.write_report()
 
     def write_report(self) -> dict:
@@ -387,6 +394,8 @@ class Quickstart:
                 "evaluation_seconds": evaluation["seconds"],
             },
             "seconds": {stage: stages[stage]["seconds"] for stage in STAGES},
+            # Each stage's peak resident memory (GB; training/memory.py), as the stage's time is reported.
+            "peak_memory_gb": {stage: stages[stage].get("peak_memory_gb") for stage in STAGES},
             "configuration": {
                 "quickstart": self.state["arguments"],
                 "evaluation": self.state["evaluation_arguments"],
