@@ -122,9 +122,45 @@ def test_iter_reads_a_live_llm_table():
     assert not torch.equal(codebook.embedding, before)
 
 
+def test_linear_schedule_anneals_gamma_to_zero_and_ends_unified(tmp_path):
+    """Issue 15: the annealed pull ends at C = C_L exactly, after an encoder that moved the codebook by EMA."""
+    callback = CodebookSyncCallback(mode="iter", sync_every=2, decay=0.9, pull_schedule="linear")
+    state = TrainerState()
+    state.max_steps = 8
+    gammas = []
+    for step in (0, 2, 4, 6, 8):
+        state.global_step = step
+        gammas.append(callback.gamma(state))
+    assert gammas == pytest.approx([0.9, 0.675, 0.45, 0.225, 0.0])
+    tokenizer = tiny_tokenizer("rq", dead_code_threshold=0.0)
+    train(tokenizer, callback, tmp_path, steps=8)
+    assert tokenizer.codebook.unification() == {
+        "llm_cosine": pytest.approx(1.0),
+        "llm_relative_distance": 0.0,
+    }
+
+
+def test_freeze_fraction_ends_in_a_frozen_phase(tmp_path):
+    """From the freeze point on, C = C_L and the EMA is off, while the encoder and decoder keep training."""
+    tokenizer = tiny_tokenizer("rq", dead_code_threshold=0.0)
+    encoder_before = next(tokenizer.parameters()).clone()
+    callback = CodebookSyncCallback(mode="iter", sync_every=1000, decay=0.99, freeze_fraction=0.5)
+    train(tokenizer, callback, tmp_path, steps=6)
+    codebook = tokenizer.codebook
+    assert not codebook.ema_enabled and torch.equal(codebook.embedding, codebook.llm_embedding)
+    assert not torch.equal(next(tokenizer.parameters()), encoder_before)
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
-    [(dict(mode="both"), "mode"), (dict(sync_every=0), "sync_every"), (dict(decay=1.5), "decay")],
+    [
+        (dict(mode="both"), "mode"),
+        (dict(sync_every=0), "sync_every"),
+        (dict(decay=1.5), "decay"),
+        (dict(pull_schedule="cosine"), "pull_schedule"),
+        (dict(freeze_fraction=0.0), "freeze_fraction"),
+        (dict(mode="dual", pull_schedule="linear"), "mode='iter'"),
+    ],
 )
 def test_bad_callback_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -120,12 +120,7 @@ def smollm2_after_stage1(tmp_path_factory):
     chosen = [
         i for group in MEMORISED_GROUPS for i in [j for j, g in enumerate(train["group"]) if g == group][:8]
     ]
-    return (
-        llm_tokenizer,
-        UniCodeVisualTokenizer.from_pretrained(folder),
-        train.select(chosen),
-        UniCodeForCausalLM,
-    )
+    return UniCodeVisualTokenizer.from_pretrained(folder), train.select(chosen)
 
 
 def memorise(model, processor, conversations, task: str, steps: int, batch_size: int, output_dir):

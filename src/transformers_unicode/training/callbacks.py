@@ -16,6 +16,7 @@ from ..modeling.quantization_unicode import UnifiedCodebook
 logger = logging.get_logger(__name__)
 
 CODEBOOK_MODES = ("iter", "frozen", "dual")
+PULL_SCHEDULES = ("constant", "linear")
 
 
 def find_codebook(model: torch.nn.Module) -> UnifiedCodebook:
@@ -52,11 +53,23 @@ class CodebookSyncCallback(TrainerCallback):
     the frozen copy of the LLM rows that the tokenizer keeps (`codebook.llm_embedding`), which is the
     Stage I case where the LLM itself is not being trained.
 
+    With a constant gamma the EMA toward the encoder outweighs the pull, and C ends far from C_L (README,
+    issue 15). Two options, for `"iter"`, make the end point C = C_L exactly while the encoder and decoder
+    keep training:
+
+    - `pull_schedule="linear"`: gamma anneals from `decay` to 0, linearly in the share of `max_steps` done,
+      reaching 0 when `freeze_fraction` of the run is done (or at its end);
+    - `freeze_fraction=f`: from that share of the run on, C = C_L and the EMA is off (the `"frozen"` mode for
+      the last 1 - f of training), so the encoder and decoder adapt to the LLM's own rows.
+
     Args:
         mode (`str`, *optional*, defaults to `"iter"`): `"iter"`, `"frozen"` or `"dual"`.
         sync_every (`int`, *optional*, defaults to 50): T, optimizer steps between syncs.
-        decay (`float`, *optional*, defaults to 0.99): gamma of Eq. 3.
+        decay (`float`, *optional*, defaults to 0.99): gamma of Eq. 3 (its start, under a schedule).
         llm (`torch.nn.Module`, *optional*): the live LLM whose input-embedding table is C_L.
+        pull_schedule (`str`, *optional*, defaults to `"constant"`): `"constant"` (the paper's Eq. 3 as written)
+            or `"linear"` (gamma annealed to 0).
+        freeze_fraction (`float`, *optional*): in (0, 1]; the share of `max_steps` after which C = C_L.
 
     Example:
 
@@ -74,7 +87,19 @@ class CodebookSyncCallback(TrainerCallback):
         sync_every: int = 50,
         decay: float = 0.99,
         llm: torch.nn.Module | None = None,
+        pull_schedule: str = "constant",
+        freeze_fraction: float | None = None,
     ):
+        if pull_schedule not in PULL_SCHEDULES:
+            raise ValueError(f"pull_schedule must be one of {PULL_SCHEDULES}; got {pull_schedule!r}.")
+        if freeze_fraction is not None and not 0.0 < freeze_fraction <= 1.0:
+            raise ValueError(
+                f"freeze_fraction must be in (0, 1] (a share of max_steps); got {freeze_fraction}."
+            )
+        if mode != "iter" and (pull_schedule != "constant" or freeze_fraction is not None):
+            raise ValueError(
+                "pull_schedule and freeze_fraction shape the 'iter' pull; use them with mode='iter'."
+            )
         if mode not in CODEBOOK_MODES:
             raise ValueError(f"mode must be one of {CODEBOOK_MODES}; got {mode!r}.")
         if sync_every < 1:
@@ -85,6 +110,20 @@ class CodebookSyncCallback(TrainerCallback):
         self.sync_every = sync_every
         self.decay = decay
         self.llm = llm
+        self.pull_schedule = pull_schedule
+        self.freeze_fraction = freeze_fraction
+
+    def _progress(self, state) -> float:
+        return state.global_step / state.max_steps if state.max_steps else 0.0
+
+    def _frozen_now(self, state) -> bool:
+        return self.freeze_fraction is not None and self._progress(state) >= self.freeze_fraction
+
+    def gamma(self, state) -> float:
+        """The pull's gamma at this point of the run (Eq. 3's constant, or its annealed value)."""
+        if self.pull_schedule == "constant":
+            return self.decay
+        return self.decay * max(0.0, 1.0 - self._progress(state) / (self.freeze_fraction or 1.0))
 
     # ---- C_L: a live LLM table, or the tokenizer's own frozen copy ---------------------------------
     def _llm_weight(self) -> torch.Tensor | None:
@@ -117,19 +156,25 @@ class CodebookSyncCallback(TrainerCallback):
     # ---- events --------------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         codebook = find_codebook(model)
-        if self.mode == "frozen":
+        if self.mode == "frozen" or self._frozen_now(state):  # a resumed run may start in the frozen phase
             codebook.set_embedding(self._read_target(codebook))
             codebook.ema_enabled = False
         else:
             codebook.ema_enabled = True
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.mode == "iter" and self._frozen_now(state):
+            codebook = find_codebook(model)
+            if codebook.ema_enabled:  # the frozen phase begins: C = C_L from here on, no EMA
+                codebook.set_embedding(self._read_target(codebook))
+                codebook.ema_enabled = False
+            return
         if state.global_step % self.sync_every:
             return
         codebook = find_codebook(model)
         target = self._read_target(codebook)
         if self.mode == "iter":
-            codebook.pull_toward(target, self.decay)
+            codebook.pull_toward(target, self.gamma(state))
         elif self.mode == "frozen":
             codebook.set_embedding(target)
         else:  # dual

@@ -60,6 +60,14 @@ class TokenizerTrainingArguments:
     codebook_mode: str = field(default="iter", metadata={"help": "iter (Eq. 3 pull), frozen or dual."})
     sync_every: int = field(default=50, metadata={"help": "T: steps between pulls toward the LLM table."})
     sync_decay: float = field(default=0.99, metadata={"help": "gamma of Eq. 3."})
+    sync_schedule: str = field(
+        default="constant",
+        metadata={"help": "constant (Eq. 3 as written) or linear (gamma annealed to 0: C ends at C_L)."},
+    )
+    sync_freeze_fraction: float | None = field(
+        default=None,
+        metadata={"help": "From this share of max_steps on, C = C_L exactly and the EMA is off (iter mode)."},
+    )
     codebook_decay: float = field(default=0.99, metadata={"help": "gamma of the EMA of Eq. 2."})
     dead_code_threshold: float = field(
         default=1.0, metadata={"help": "EMA count under which a code is restarted; 0 = off."}
@@ -207,7 +215,11 @@ def train_tokenizer(
     # Cheap checks first: a bad flag should fail in a second, not after the LLM has loaded.
     config = args.tokenizer_config()
     callback = CodebookSyncCallback(
-        mode=args.codebook_mode, sync_every=args.sync_every, decay=args.sync_decay
+        mode=args.codebook_mode,
+        sync_every=args.sync_every,
+        decay=args.sync_decay,
+        pull_schedule=args.sync_schedule,
+        freeze_fraction=args.sync_freeze_fraction,
     )
     train_set = load_image_dataset(args.dataset, "train", args.image_size, args.train_limit)
     eval_set = load_image_dataset(args.dataset, "test", args.image_size, args.eval_limit)
