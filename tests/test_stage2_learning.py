@@ -1,5 +1,6 @@
 """Stage II can learn: the answer's gradient reaches the rows an image is read through (fast, tiny model), and
-the shipped path memorises a small set of group answers and drawings on the embedded default (slow)."""
+issue 14's overfit check, the shipped path memorising 32 group answers and 4 drawings on the embedded default
+(slow, and only with --overfit: ~21 min on 2 cores; its thresholds are not reached yet, README)."""
 
 import pytest
 import torch
@@ -85,6 +86,8 @@ def test_language_perplexity_is_the_exponent_of_the_models_own_mean_loss():
 
 # ---- the overfit test on the embedded default (slow) ------------------------------------------------------
 MEMORISED_GROUPS = ("Smileys & Emotion", "Animals & Nature", "Food & Drink", "Objects")
+# Measured with these counts (README): 71.9 % group exact match and 76.9 % of the drawings' code ids, so
+# both tests fail their thresholds yet; they took 141 s (Stage I) + 343 s + 769 s on 2 cores.
 STAGE1_STEPS = 120  # a short Stage I: an untrained tokenizer's codes are not memorised in 40 steps (README)
 GROUP_STEPS = 40  # 32 emoji, batch 8: 10 epochs
 DRAWING_STEPS = 60  # 4 drawings, batch 4
@@ -158,6 +161,7 @@ def memorise(model, processor, conversations, task: str, steps: int, batch_size:
 
 
 @pytest.mark.slow
+@pytest.mark.overfit
 def test_stage2_memorises_the_group_of_32_emoji(smollm2_after_stage1, tmp_path):
     """Issue 14's overfit check: the shipped path learns to read 32 images (chance 25 %) within a few CPU minutes."""
     from transformers_unicode import load_llm
@@ -175,6 +179,7 @@ def test_stage2_memorises_the_group_of_32_emoji(smollm2_after_stage1, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.overfit
 def test_stage2_memorises_4_drawings_code_by_code(smollm2_after_stage1, tmp_path):
     """Greedy decoding writes >= 90 % of the code ids of 4 drawings it was tuned on."""
     from transformers_unicode import load_llm
