@@ -8,7 +8,7 @@ another's leftovers, which is what "runs each stage alone" means. The in-process
 writes to `report.json` (`peak_memory_gb`) can then be compared with these.
 
     . .venv/bin/activate
-    python benchmarks/memory.py                       # ~5 min on 2 cores; prints a table
+    python benchmarks/memory.py                       # ~20 min on 2 cores (the evaluation is most); a table
     python benchmarks/memory.py --tokenizer_steps 20 --sft_steps 4 --out runs/memory
 """
 
