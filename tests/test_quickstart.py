@@ -215,6 +215,8 @@ def test_contact_sheet_keeps_long_captions_inside_their_cells():
 
 def test_peak_memory_is_measured_per_window():
     """The per-stage memory figure: a reset starts a new window, and a large allocation raises its peak."""
+    import mmap
+
     import numpy as np
 
     from transformers_unicode.training.memory import peak_memory_gb, reset_peak_memory
@@ -222,9 +224,14 @@ def test_peak_memory_is_measured_per_window():
     if not reset_peak_memory():
         pytest.skip("this OS cannot reset the peak resident memory (/proc/self/clear_refs)")
     before = peak_memory_gb()
-    block = np.ones(300_000_000 // 8)  # 0.3 GB, touched
+    # An anonymous mapping of its own, so the pages are new: a malloc'd block could reuse resident pages
+    # that earlier tests freed, and then the peak would rightly not move (as a full suite run once showed).
+    mapping = mmap.mmap(-1, 300_000_000)
+    block = np.frombuffer(mapping, dtype=np.uint8)
+    block[:] = 1  # touch every page
     during = peak_memory_gb()
     del block
+    mapping.close()
     assert during - before > 0.25
     reset_peak_memory()
     assert peak_memory_gb() < during - 0.25  # the new window no longer holds the freed block
