@@ -138,7 +138,7 @@ def sft_flags(model_flags, output_dir, *extra):
         "sft", *model_flags, "--train_limit", "16", "--num_samples", "48", "--eval_limit", "0",
         "--mixture", "caption=1,group=1,text_to_image=1,decompression=1", "--decompression_segments", "2",
         "--per_device_train_batch_size", "4", "--max_steps", "8", "--save_steps", "2", "--logging_steps", "1",
-        "--learning_rate", "0.001", "--gradient_checkpointing", "false", "--max_length", "null",
+        "--learning_rate", "0.001", "--activation_checkpointing", "false", "--max_length", "null",
         "--seed", "0", "--report_to", "none", "--disable_tqdm", "true", "--output_dir", output_dir, *extra,
     ]  # fmt: skip
 
