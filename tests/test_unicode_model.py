@@ -355,6 +355,28 @@ def test_push_to_hub_is_the_standard_one_plus_our_card(saved):
     assert card.call_args.kwargs == {"repo": "user/unicode-tiny"}  # its usage code loads from the repository
 
 
+def test_pushing_a_measured_folder_keeps_its_figures(saved, tmp_path):
+    """A folder the quickstart measured carries report.json; the card pushed from it gives those figures."""
+    import shutil
+
+    from transformers_unicode.modeling.model_card import REPORT_FILE
+
+    _, _, folder = saved
+    measured = shutil.copytree(folder, tmp_path / "measured")
+    (measured / REPORT_FILE).write_text(json.dumps(QUICKSTART_REPORT))
+    assert "not measured. This folder" in str(UniCodeForCausalLM.from_pretrained(folder).model_card())
+    model = UniCodeForCausalLM.from_pretrained(measured)
+    with (
+        mock.patch("transformers.utils.hub.hf_api"),
+        mock.patch("transformers.utils.hub.create_and_tag_model_card"),
+        mock.patch("huggingface_hub.ModelCard.push_to_hub", autospec=True) as card_push,
+    ):
+        model.push_to_hub("user/unicode-tiny")
+    pushed = str(card_push.call_args.args[0])
+    assert "| 24.10 dB | >= 24 dB: **met** |" in pushed and "not measured. This folder" not in pushed
+    assert 'folder = "user/unicode-tiny"' in pushed
+
+
 REMOTE_CODE = """
 import sys
 sys.modules["transformers_unicode"] = None  # not importable: everything must come from the folder

@@ -7,6 +7,9 @@ the folder (`build_model_card(config, report=...)`), or a plain "not measured" w
 
 from __future__ import annotations
 
+import json
+import os
+
 from huggingface_hub import ModelCard, ModelCardData
 
 OPENMOJI_CREDIT = (
@@ -162,6 +165,18 @@ def measured_section(report: dict | None) -> list[str]:
     elif not missed:
         lines.append("Every target above was met.")
     return lines
+
+
+REPORT_FILE = "report.json"  # the quickstart's measurements, kept beside the weights they measure
+
+
+def read_report(folder: str | None) -> dict | None:
+    """The measurements saved in a model folder (`REPORT_FILE`), or None where it has none (or is no folder)."""
+    path = os.path.join(folder, REPORT_FILE) if folder else None
+    if path is None or not os.path.isfile(path):
+        return None
+    with open(path) as file:
+        return json.load(file)
 
 
 def build_model_card(config, repo: str = ".", report: dict | None = None) -> ModelCard:

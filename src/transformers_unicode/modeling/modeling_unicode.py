@@ -497,10 +497,14 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         return model, cls.assembly["processor"](visual_tokenizer, tokenizer)
 
     def model_card(self, repo: str = "."):
-        """A `huggingface_hub.ModelCard` whose metadata and usage code match this model (loaded from `repo`)."""
-        from .model_card import build_model_card
+        """A `huggingface_hub.ModelCard` whose metadata and usage code match this model (loaded from `repo`).
 
-        return build_model_card(self.config, repo=repo)
+        When the model was loaded from a folder that carries the quickstart's measurements (`report.json`), the
+        card gives those figures, so `push_to_hub` does not replace a measured card with an unmeasured one.
+        """
+        from .model_card import build_model_card, read_report
+
+        return build_model_card(self.config, repo=repo, report=read_report(self.name_or_path))
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """The standard save, plus a model card (README.md) unless the folder already has one.

@@ -416,11 +416,13 @@ class Quickstart:
     def write_model_card(self, report: dict) -> None:
         """The model folder's card, now with the figures this run measured (what it can and cannot do)."""
         from ..modeling.configuration_unicode import UniCodeConfig
-        from ..modeling.model_card import build_model_card
+        from ..modeling.model_card import REPORT_FILE, build_model_card
 
         folder = os.path.join(self.out, "model")
         card = build_model_card(UniCodeConfig.from_pretrained(folder), report=report)
         card.save(os.path.join(folder, "README.md"))
+        # The figures travel with the weights: a later `push_to_hub` of this folder builds its card from them.
+        atomic_write_json(os.path.join(folder, REPORT_FILE), report)
 
 
 def run_quickstart(args: QuickstartArguments, evaluation: EvaluationArguments | None = None) -> dict:
