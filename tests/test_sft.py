@@ -441,6 +441,24 @@ def test_sft_cli_errors_are_messages(tmp_path, capsys):
     assert main(["sft", "--no_such_flag", "1"]) != 0
 
 
+def test_sft_cli_keeps_trls_checkpointing_default_without_the_deprecated_alias(tmp_path, monkeypatch):
+    """TRL's SFTConfig says `gradient_checkpointing=True` (a FutureWarning); the CLI says it by the new name."""
+    import warnings
+
+    from transformers_unicode.training import stage2
+
+    seen = []
+    monkeypatch.setattr(stage2, "run_sft", lambda script, training, model, **kwargs: seen.append(training) or {})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)
+        assert main(["sft", "--output_dir", str(tmp_path)]) == 0
+        assert main(["sft", "--output_dir", str(tmp_path), "--activation_checkpointing", "false"]) == 0
+    (tmp_path / "recipe.yaml").write_text(f"output_dir: {tmp_path}\ngradient_checkpointing: false\n")
+    with pytest.warns(FutureWarning, match="gradient_checkpointing"):  # the user's own choice of the old name
+        assert main(["sft", "--config", str(tmp_path / "recipe.yaml")]) == 0
+    assert [args.activation_checkpointing for args in seen] == [True, False, False]
+
+
 @pytest.mark.parametrize("name", ["ddp", "fsdp", "zero2", "zero3", "multi_node", "cpu_2proc"])
 def test_accelerate_configs_load(name):
     from accelerate.commands.config.config_args import load_config_from_file

@@ -91,6 +91,23 @@ def _resume_checkpoint(output_dir: str, resume: bool) -> str | None:
     return checkpoint
 
 
+def _sets_any(argv: list[str], names: tuple[str, ...]) -> bool:
+    """Whether a TrlParser command line, or the YAML file its `--config` names, sets one of `names`."""
+    flags = {argument.split("=", 1)[0].lstrip("-") for argument in argv if argument.startswith("--")}
+    if flags & set(names):
+        return True
+    if "--config" in argv and argv.index("--config") + 1 < len(argv):
+        import yaml
+
+        try:
+            with open(argv[argv.index("--config") + 1]) as file:
+                config = yaml.safe_load(file)
+        except (OSError, yaml.YAMLError):
+            return False  # TrlParser reports the file's problem itself
+        return isinstance(config, dict) and bool(set(config) & set(names))
+    return False
+
+
 def _sft(argv: list[str]) -> int:
     import torch
     from trl import ModelConfig, SFTConfig, TrlParser
@@ -109,7 +126,15 @@ def _sft(argv: list[str]) -> int:
     )
     if not torch.cuda.is_available():  # SFTConfig defaults to bf16 on an accelerator; say CPU up front
         parser.set_defaults(use_cpu=True, bf16=False)
+    # TRL's SFTConfig turns activation checkpointing on through transformers' deprecated alias
+    # (`gradient_checkpointing=True`), which raises a FutureWarning on every run. Keep TRL's default, under
+    # the new name, unless the user set either name (then theirs is used, warning and all).
+    user_chose = _sets_any(argv, ("activation_checkpointing", "gradient_checkpointing"))
+    if not user_chose:
+        parser.set_defaults(gradient_checkpointing=None)
     script_args, training_args, model_args, extra = parser.parse_args_and_config(argv)[:4]
+    if not user_chose:
+        training_args.activation_checkpointing = training_args.gradient_checkpointing = True
     checkpoint = _resume_checkpoint(training_args.output_dir, bool(getattr(extra, "resume", False)))
     results = run_sft(script_args, training_args, model_args, resume_from_checkpoint=checkpoint)
     if training_args.process_index == 0:
