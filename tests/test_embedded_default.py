@@ -54,3 +54,29 @@ def test_a_few_training_steps_on_openmoji(smollm2):
         optimizer.step()
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+def test_the_cached_conversion_is_transformers_own_gguf_load(smollm2):
+    """`load_llm` reads GGUF through transformers once, then from its cache: the same tensors, tokenizer and
+    chat template as transformers' own GGUF loader gives, and the GGUF's folder still named as the origin."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from transformers_unicode import embedded_llm_location
+    from transformers_unicode.modeling.llm_utils import gguf_cache_folder
+
+    llm, tokenizer = smollm2
+    folder, gguf_file = embedded_llm_location()
+    assert gguf_cache_folder(folder, gguf_file) is not None
+    reference = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    reference_tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    ours, theirs = llm.state_dict(), reference.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert llm.lm_head.weight.data_ptr() == llm.get_input_embeddings().weight.data_ptr()  # still tied
+    assert llm.name_or_path == reference.name_or_path == folder
+    text = "<|im_start|>user\nDraw a red apple 🍎, s'il vous plaît.<|im_end|>"
+    assert tokenizer(text)["input_ids"] == reference_tokenizer(text)["input_ids"]
+    turn = [{"role": "user", "content": "hi"}]
+    assert tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True) == (
+        reference_tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+    )
+    assert llm.generation_config.to_diff_dict() == reference.generation_config.to_diff_dict()
