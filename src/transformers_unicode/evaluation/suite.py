@@ -39,7 +39,9 @@ class EvaluationArguments:
     diversity_prompts: int = field(default=4, metadata={"help": "Prompts drawn with several seeds."})
     diversity_seeds: int = field(
         default=3,
-        metadata={"help": "Samples per diversity prompt (the first with --draw_seed, the rest another)."},
+        metadata={
+            "help": "Samples per diversity prompt (drawn in the same batches; rows sample independently)."
+        },
     )
     class_conditional_per_group: int = field(
         default=2,
@@ -62,6 +64,13 @@ class EvaluationArguments:
         },
     )
     batch_size: int = field(default=16, metadata={"help": "Questions answered per generate call."})
+    draw_batch_size: int = field(
+        default=32,
+        metadata={
+            "help": "Drawings per generate call; the evaluation's drawings go in as few calls as this allows "
+            "(on a CPU a step for 32 rows costs ~2-2.5x one for 2: benchmarks/decode_step.py)."
+        },
+    )
     sheet_size: int = field(default=16, metadata={"help": "Images on each PNG sheet."})
     draw_seed: int = field(default=0, metadata={"help": "Sampling seed for drawing."})
 
@@ -189,22 +198,33 @@ def evaluate_unicode(
     drawn_test = test.shuffle(seed=1).select(range(min(args.prompt_limit, len(test))))
     prompts_train = [TEXT_TO_IMAGE_PROMPT.format(name=n) for n in drawn_train["name"]]
     prompts_test = [TEXT_TO_IMAGE_PROMPT.format(name=n) for n in drawn_test["name"]]
-    images_train = draw(
+    repeated = range(min(args.diversity_prompts, len(prompts_train)))
+    again = [index for index in repeated for _ in range(args.diversity_seeds - 1)]
+    from ..data.openmoji_conversations import GROUP_TO_IMAGE_PROMPT
+
+    requested_groups = [g for g in emoji_group_names() for _ in range(args.class_conditional_per_group)]
+    # Every drawing in as few `draw` calls as draw_batch_size allows: on a CPU a decoding step at small batch is
+    # bound by reading the LLM's weights, so a step for 32 rows costs ~2-2.5x one for 2 (benchmarks/
+    # decode_step.py), not 16x. Rows of a batch sample independently, which is what the diversity repeats need.
+    parts = {
+        "train": prompts_train,
+        "test": prompts_test,
+        "again": [prompts_train[index] for index in again],
+        "class": [GROUP_TO_IMAGE_PROMPT.format(group=group) for group in requested_groups],
+    }
+    drawings = draw(
         model,
         processor,
-        prompts_train,
+        [prompt for prompts in parts.values() for prompt in prompts],
         seed=args.draw_seed,
         guidance_scale=args.guidance_scale,
-        desc="drawing training names",
+        batch_size=args.draw_batch_size,
+        desc="drawing",
     )
-    images_test = draw(
-        model,
-        processor,
-        prompts_test,
-        seed=args.draw_seed,
-        guidance_scale=args.guidance_scale,
-        desc="drawing held-out names",
-    )
+    drawn = {}
+    for name, prompts in parts.items():
+        drawn[name], drawings = drawings[: len(prompts)], drawings[len(prompts) :]
+    images_train, images_test = drawn["train"], drawn["test"]
     retrieval = load_metric("retrieval_accuracy")
 
     def retrieve(drawn, records, column: str) -> dict:
@@ -231,18 +251,8 @@ def evaluate_unicode(
     generation["training_prompts"]["white_canvas_psnr"] = load_metric("psnr").compute(
         predictions=blank, references=list(drawn_train["image"])
     )["psnr"]
-    # Diversity: the same prompts sampled again, all in one batch (rows of a batch sample independently).
-    repeated = range(min(args.diversity_prompts, len(prompts_train)))
-    again = [index for index in repeated for _ in range(args.diversity_seeds - 1)]
-    varied = images_train[: len(repeated)] + draw(
-        model,
-        processor,
-        [prompts_train[index] for index in again],
-        seed=args.draw_seed + 1,
-        guidance_scale=args.guidance_scale,
-        batch_size=max(8, len(again)),
-        desc="drawing again (diversity)",
-    )
+    # Diversity: the same prompts sampled again (in the same batches: rows sample independently).
+    varied = images_train[: len(repeated)] + drawn["again"]
     prompt_ids = list(repeated) + again
     generation["diversity"] = {
         **load_metric("image_diversity").compute(predictions=varied, references=prompt_ids),
@@ -251,19 +261,14 @@ def evaluate_unicode(
     }
     class_drawings, class_captions = [], []
     if args.class_conditional_per_group:
-        generation["class_conditional"], class_drawings = _class_conditional(
-            model, processor, args, train, test, train_images, test_images
+        class_drawings = drawn["class"]
+        generation["class_conditional"] = _class_conditional(
+            class_drawings, requested_groups, args, train, test, train_images, test_images
         )
         class_captions = [
             f"Draw an emoji from the group {group}. (judge: {verdict})"
             for group, verdict in zip(
-                [
-                    g
-                    for g in generation["class_conditional"]["per_group"]
-                    for _ in range(args.class_conditional_per_group)
-                ],
-                generation["class_conditional"]["judged_as"],
-                strict=True,
+                requested_groups, generation["class_conditional"]["judged_as"], strict=True
             )
         ]
     report["generation"] = generation
@@ -311,24 +316,13 @@ def evaluate_unicode(
     return report
 
 
-def _class_conditional(model, processor, args, train, test, train_images, test_images) -> tuple[dict, list]:
+def _class_conditional(drawings, requested, args, train, test, train_images, test_images) -> dict:
     """The paper's class-conditional protocol in miniature: draw each CLDR group, let an outside judge say which
     group each drawing looks like. The judge's own held-out accuracy on real renders comes with it."""
-    from ..data.openmoji_conversations import GROUP_TO_IMAGE_PROMPT, emoji_group_names
     from .judge import JUDGE_MIN_ACCURACY, GroupJudge
-    from .stage2 import draw
 
     judge = GroupJudge().fit(train_images, list(train["group"]))
     judged = judge.score(test_images, list(test["group"]))
-    requested = [group for group in emoji_group_names() for _ in range(args.class_conditional_per_group)]
-    drawings = draw(
-        model,
-        processor,
-        [GROUP_TO_IMAGE_PROMPT.format(group=group) for group in requested],
-        seed=args.draw_seed,
-        guidance_scale=args.guidance_scale,
-        desc="drawing each group",
-    )
     verdicts = judge.predict(drawings)
     hits = [verdict == group for verdict, group in zip(verdicts, requested, strict=True)]
     per_group = {
@@ -343,7 +337,7 @@ def _class_conditional(model, processor, args, train, test, train_images, test_i
         "judge_held_out_accuracy": judged["accuracy"],
         "judge_held_out_balanced_accuracy": judged["balanced_accuracy"],
         "judge_counts": judged["accuracy"] >= JUDGE_MIN_ACCURACY,
-    }, drawings
+    }
 
 
 def headline(report: dict) -> dict:
