@@ -208,6 +208,10 @@ def test_no_deprecated_cache_name_from_our_code(unicode):
     message about the old name comes from our code."""
     model, processor = unicode
     inputs = processor(images=red_image(), text=PROMPT, return_tensors="pt")
+    from transformers_unicode.data.openmoji_conversations import openmoji_conversations
+    from transformers_unicode.evaluation.stage2 import rank_choices
+
+    questions = openmoji_conversations("group", split="train", size=16, limit=2)
     transformers_logging.warning_once.cache_clear()  # an earlier test's once-per-process message would hide one
     logged = io.StringIO()
     handler = logging.StreamHandler(logged)
@@ -219,6 +223,7 @@ def test_no_deprecated_cache_name_from_our_code(unicode):
             model.generate(**inputs, max_new_tokens=3, do_sample=False)
             torch.manual_seed(0)
             model.generate(**processor(text="a car", return_tensors="pt"), generation_mode="image")
+            rank_choices(model, processor, questions, ["cat", "dog"])  # the evaluation's cached ranking
     finally:
         transformers_logging.get_logger().removeHandler(handler)
     messages = [str(w.message) for w in caught] + logged.getvalue().splitlines()

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from ..data.conversations import chat_messages
+from ..modeling.modeling_unicode import CACHE_ARGUMENT
 from .images import score_image_pairs
 from .reconstruction import psnr
 from .retrieval import image_features, retrieval_accuracy
@@ -120,7 +121,7 @@ def choice_log_likelihoods(
             logits_to_keep=1,
         )
         first = prompt.logits[:, -1].log_softmax(-1)  # (B, V): the answer's first token
-        cache = prompt.past_key_values
+        cache = getattr(prompt, CACHE_ARGUMENT)  # `cache` from transformers 5.24, `past_key_values` before
         cache.batch_repeat_interleave(len(choices))
         n = len(batch) * len(choices)
         ids, ids_mask = candidates.repeat(len(batch), 1), candidate_mask.repeat(len(batch), 1)  # (B*K, W)
@@ -128,7 +129,7 @@ def choice_log_likelihoods(
             input_ids=ids,
             attention_mask=torch.cat([mask.repeat_interleave(len(choices), 0), ids_mask], dim=1),
             position_ids=mask.sum(-1).repeat_interleave(len(choices), 0)[:, None] + torch.arange(width),
-            past_key_values=cache,
+            **{CACHE_ARGUMENT: cache},
             use_cache=True,
         ).logits.log_softmax(-1)  # (B*K, W, V)
         scores = first.repeat_interleave(len(choices), 0).gather(1, ids[:, :1])[:, 0]
