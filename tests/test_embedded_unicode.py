@@ -9,16 +9,20 @@ from transformers_unicode.training.stage1 import TokenizerTrainingArguments
 
 pytestmark = pytest.mark.slow
 
+# SmolLM2 as shipped, with a smaller image geometry than the quickstart's (32 px, 4 x 4 positions, D = 2):
+# what these tests prove does not depend on it, and a drawing is then 32 decoding steps, not 256.
+SMALL_GEOMETRY = {"image_size": 32, "latent_size": 4, "codes_per_position": 2}
+
 
 def test_assemble_save_reload_caption_and_draw(tmp_path):
     llm, llm_tokenizer = load_llm("embedded")
     visual = UniCodeVisualTokenizer.from_llm(
-        llm, TokenizerTrainingArguments().tokenizer_config(), tokenizer=llm_tokenizer
+        llm, TokenizerTrainingArguments(**SMALL_GEOMETRY).tokenizer_config(), tokenizer=llm_tokenizer
     )
     model, processor = UniCodeForCausalLM.from_llm(
         llm, visual, tokenizer=llm_tokenizer, training_datasets=["openmoji"], return_processor=True
     )
-    assert len(processor.tokenizer) == 49152 + 3 and model.config.image_generation_length == 8 * 8 * 4
+    assert len(processor.tokenizer) == 49152 + 3 and model.config.image_generation_length == 4 * 4 * 2
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     del model, llm
@@ -28,11 +32,11 @@ def test_assemble_save_reload_caption_and_draw(tmp_path):
     card = (tmp_path / "README.md").read_text()
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "OpenMoji" in card
 
-    emoji = load_openmoji("test", size=64, limit=1)[0]
+    emoji = load_openmoji("test", size=32, limit=1)[0]
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
     prompt = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     inputs = processor(images=emoji["image"], text=prompt, return_tensors="pt")
-    assert int(inputs["image_span_mask"].sum()) == 64
+    assert int(inputs["image_span_mask"].sum()) == 4 * 4
     # Before Stage II SmolLM2 has never read an image, so what it says is not a caption yet (it writes
     # newlines); this checks the path: ids in, new text tokens out, decoded without the image span.
     output = model.generate(**inputs, min_new_tokens=4, max_new_tokens=8, do_sample=False)
@@ -48,7 +52,7 @@ def test_assemble_save_reload_caption_and_draw(tmp_path):
         **processor(text=prompt, return_tensors="pt"), generation_mode="image", guidance_scale=2.0
     )
     images = processor.decode_images(ids)
-    assert len(images) == 1 and images[0].size == (64, 64)
+    assert len(images) == 1 and images[0].size == (32, 32)
 
 
 def test_stage2_cli_on_the_embedded_default(tmp_path, capsys):
@@ -59,7 +63,7 @@ def test_stage2_cli_on_the_embedded_default(tmp_path, capsys):
 
     llm, llm_tokenizer = load_llm("embedded")
     visual = UniCodeVisualTokenizer.from_llm(
-        llm, TokenizerTrainingArguments().tokenizer_config(), tokenizer=llm_tokenizer
+        llm, TokenizerTrainingArguments(**SMALL_GEOMETRY).tokenizer_config(), tokenizer=llm_tokenizer
     )
     visual.save_pretrained(tmp_path / "tokenizer")
     del llm
