@@ -448,9 +448,13 @@ def test_sft_cli_keeps_trls_checkpointing_default_without_the_deprecated_alias(t
     from transformers_unicode.training import stage2
 
     seen = []
-    monkeypatch.setattr(stage2, "run_sft", lambda script, training, model, **kwargs: seen.append(training) or {})
+    monkeypatch.setattr(
+        stage2, "run_sft", lambda script, training, model, **kwargs: seen.append(training) or {}
+    )
     with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)
+        warnings.filterwarnings(
+            "error", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning
+        )
         assert main(["sft", "--output_dir", str(tmp_path)]) == 0
         assert main(["sft", "--output_dir", str(tmp_path), "--activation_checkpointing", "false"]) == 0
     (tmp_path / "recipe.yaml").write_text(f"output_dir: {tmp_path}\ngradient_checkpointing: false\n")
