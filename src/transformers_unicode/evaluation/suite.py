@@ -171,7 +171,7 @@ def evaluate_unicode(
         answers = _answers(model, processor, task, records, args.batch_size, desc=f"{task} questions")
         understanding[task] = _text_scores(answers, list(records[column]))
     # Ranking: is the right group the likeliest of the nine? It shows reading before greedy answers do.
-    from ..data.openmoji_conversations import emoji_group_names, openmoji_conversations
+    from ..data.openmoji_conversations import GROUP_TO_IMAGE_PROMPT, emoji_group_names, openmoji_conversations
     from .stage2 import exact_match_accuracy, rank_choices
 
     ranked = rank_choices(
@@ -200,8 +200,6 @@ def evaluate_unicode(
     prompts_test = [TEXT_TO_IMAGE_PROMPT.format(name=n) for n in drawn_test["name"]]
     repeated = range(min(args.diversity_prompts, len(prompts_train)))
     again = [index for index in repeated for _ in range(args.diversity_seeds - 1)]
-    from ..data.openmoji_conversations import GROUP_TO_IMAGE_PROMPT
-
     requested_groups = [g for g in emoji_group_names() for _ in range(args.class_conditional_per_group)]
     # Every drawing in as few `draw` calls as draw_batch_size allows: on a CPU a decoding step at small batch is
     # bound by reading the LLM's weights, so a step for 32 rows costs ~2-2.5x one for 2 (benchmarks/
