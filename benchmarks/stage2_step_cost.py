@@ -44,7 +44,10 @@ def floor_model(tiny: bool, unicode_model):
     from transformers_unicode.modeling.llm_utils import embedded_llm_location
 
     folder, gguf_file = embedded_llm_location()
-    return AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    # The processor's image markers are ids past SmolLM2's 49,152; the floor gets the same rows.
+    model.resize_token_embeddings(unicode_model.config.text_config.vocab_size, mean_resizing=False)
+    return model
 
 
 def as_text_batch(batch, vocab_size: int, seed: int = 0):
@@ -53,14 +56,16 @@ def as_text_batch(batch, vocab_size: int, seed: int = 0):
     ids = batch["input_ids"].clone()
     image = ids >= vocab_size
     ids[image] = torch.randint(3, vocab_size - 3, (int(image.sum()),), generator=generator)
-    return {"input_ids": ids, "attention_mask": batch["attention_mask"], "labels": batch["labels"]}
+    labels = batch["labels"].clone()  # a drawing's targets are its image ids: the same text ids stand in
+    labels[image] = torch.where(labels[image] == -100, labels[image], ids[image])
+    return {"input_ids": ids, "attention_mask": batch["attention_mask"], "labels": labels}
 
 
 def train_step(model, batch, **kwargs) -> float:
     model.zero_grad(set_to_none=True)
     loss = model(**batch, **kwargs).loss
     loss.backward()
-    return float(loss)
+    return float(loss.detach())
 
 
 def padding_table(processor, batch_size: int, samples: int) -> list[str]:
