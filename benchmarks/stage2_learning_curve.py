@@ -1,8 +1,9 @@
 """What Stage II learning costs: held-out group accuracy against the number of Stage II samples seen.
 
 Each configuration tunes a fresh copy of SmolLM2 (assembled with one Stage I tokenizer) through the shipped
-path (`build_sft_dataset`, `UniCodeDataCollator`, `UniCodeSFTTrainer`) at a constant learning rate, and is
-scored on the same held-out emoji at every point of `--points` (samples seen; 0 = before any tuning):
+path (`build_sft_dataset`, `UniCodeDataCollator`, `UniCodeSFTTrainer`), and is scored on the same held-out
+emoji at every point of `--points` (samples seen; 0 = before any tuning). The learning rate is constant after
+a warm-up unless `--lr_scheduler_type` names a decaying schedule, which reaches 0 at the last point:
 
 - exact match: the greedy answer is the right group name (`answer_questions`);
 - balanced accuracy: exact match averaged per group (chance = 1/9; always answering the majority = 1/9);
@@ -193,6 +194,11 @@ def main(argv=None) -> None:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--eval_limit", type=int, default=128, help="held-out emoji scored at every point")
     parser.add_argument("--warmup_steps", type=int, default=5)
+    parser.add_argument(
+        "--lr_scheduler_type",
+        default="constant_with_warmup",
+        help="transformers' schedule names; a decaying one (cosine, linear) reaches 0 at the last point",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="runs/stage2_curve")
     parser.add_argument(
@@ -227,6 +233,8 @@ def main(argv=None) -> None:
     before = None
     for kind, lr in args.configs:
         name = f"{kind}@{lr:g}"
+        if args.lr_scheduler_type != "constant_with_warmup":
+            name += f" {args.lr_scheduler_type}"
         if any(run["config"] == name and run["task"] == args.task for run in runs):
             print(f"{name} ({args.task}): already measured in {curve_path}, skipped")
             continue
@@ -246,7 +254,7 @@ def main(argv=None) -> None:
             max_steps=max(args.points) // args.batch_size,
             per_device_train_batch_size=args.batch_size,
             learning_rate=lr,
-            lr_scheduler_type="constant_with_warmup",
+            lr_scheduler_type=args.lr_scheduler_type,
             warmup_steps=args.warmup_steps,
             logging_steps=1,
             save_strategy="no",
