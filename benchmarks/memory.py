@@ -10,6 +10,13 @@ writes to `report.json` (`peak_memory_gb`) can then be compared with these.
     . .venv/bin/activate
     python benchmarks/memory.py                       # ~20 min on 2 cores (the evaluation is most); a table
     python benchmarks/memory.py --tokenizer_steps 20 --sft_steps 4 --out runs/memory
+    python benchmarks/memory.py --sft_variants 8 4 2 8+ckpt 2+ckpt   # Stage II only, one process per setting
+
+`--sft_variants` answers "what holds Stage II's memory, and what does removing it cost": Stage I runs once,
+then Stage II once per setting, each in a fresh process from a copy of that run. A setting is the micro-batch
+(samples per forward pass; the step accumulates the rest, so the 8 samples a step learns from are the same),
+with `+ckpt` for activation checkpointing. Each row gives the peak and the seconds per optimizer step. The
+first batch of `group_by_length` is the longest (the decompression samples), so even 4 steps meet the peak.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,13 +32,22 @@ import tempfile
 STAGES = ("tokenizer", "sft", "evaluation")
 
 
-def run_stage(stage: str, out: str, tokenizer_steps: int, sft_steps: int) -> None:
+def variant_arguments(variant: str) -> dict:
+    """'4+ckpt' -> the quickstart's Stage II fields: micro-batch 4, activation checkpointing on."""
+    micro, _, flag = variant.partition("+")
+    if flag not in ("", "ckpt"):
+        raise ValueError(f"Unknown Stage II setting {variant!r}; write MICRO_BATCH or MICRO_BATCH+ckpt.")
+    return {"sft_micro_batch_size": int(micro), "sft_activation_checkpointing": flag == "ckpt"}
+
+
+def run_stage(stage: str, out: str, tokenizer_steps: int, sft_steps: int, variant: str | None = None) -> None:
     """In the child process: one stage of the quickstart, then its peak memory as one JSON line."""
     from transformers_unicode.training.memory import peak_memory_gb
     from transformers_unicode.training.quickstart import Quickstart, QuickstartArguments
 
+    extra = variant_arguments(variant) if variant else {}
     arguments = QuickstartArguments(
-        out=out, resume=True, tokenizer_steps=tokenizer_steps, sft_steps=sft_steps
+        out=out, resume=True, tokenizer_steps=tokenizer_steps, sft_steps=sft_steps, **extra
     )
     quickstart = Quickstart(arguments)
     runner = {
@@ -40,7 +57,41 @@ def run_stage(stage: str, out: str, tokenizer_steps: int, sft_steps: int) -> Non
     }
     payload = runner[stage]()
     quickstart._finish(stage, payload)  # the next stage's process reads this stage's output folder
-    print(json.dumps({"stage": stage, "peak_memory_gb": round(peak_memory_gb(), 3)}), flush=True)
+    line = {"stage": stage, "peak_memory_gb": round(peak_memory_gb(), 3)}
+    if stage == "sft":
+        line["seconds_per_step"] = round(payload["train"]["train_runtime"] / sft_steps, 2)
+    print(json.dumps(line), flush=True)
+
+
+def child(stage: str, out: str, args, variant: str | None = None) -> dict:
+    """One stage in a fresh process; its JSON line."""
+    command = [sys.executable, os.path.abspath(__file__), "--child", stage, "--out", out,
+               "--tokenizer_steps", str(args.tokenizer_steps), "--sft_steps", str(args.sft_steps)]  # fmt: skip
+    if variant:
+        command += ["--variant", variant]
+    lines = subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()
+    return json.loads(next(line for line in reversed(lines) if line.startswith("{")))
+
+
+def sft_variants(out: str, args) -> None:
+    base = os.path.join(out, "stage1")
+    if not os.path.isdir(os.path.join(base, "tokenizer")):
+        child("tokenizer", base, args)
+    print(f"Stage II settings, {args.sft_steps} steps of 8 samples each:\n")
+    print(
+        "| micro-batch | activation checkpointing | peak resident memory | seconds per step |\n|---|---|---|---|"
+    )
+    for variant in args.sft_variants:
+        folder = os.path.join(out, f"sft-{variant}")
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(base, folder)
+        result = child("sft", folder, args, variant)
+        fields = variant_arguments(variant)
+        print(
+            f"| {fields['sft_micro_batch_size']} | {'on' if fields['sft_activation_checkpointing'] else 'off'} | "
+            f"{result['peak_memory_gb']:.2f} GB | {result['seconds_per_step']:.1f} |",
+            flush=True,
+        )
 
 
 def main(argv=None) -> None:
@@ -48,20 +99,22 @@ def main(argv=None) -> None:
     parser.add_argument("--tokenizer_steps", type=int, default=20)
     parser.add_argument("--sft_steps", type=int, default=4)
     parser.add_argument("--out", default=None, help="where the stages write (default: a temporary folder)")
+    parser.add_argument(
+        "--sft_variants", nargs="+", metavar="MICRO[+ckpt]", help="Stage II only, once per setting (above)"
+    )
     parser.add_argument("--child", choices=STAGES, help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        run_stage(args.child, args.out, args.tokenizer_steps, args.sft_steps)
+        run_stage(args.child, args.out, args.tokenizer_steps, args.sft_steps, args.variant)
         return
     out = args.out or tempfile.mkdtemp(prefix="unicode-memory-")
+    if args.sft_variants:
+        sft_variants(out, args)
+        return
     peaks = {}
     for stage in STAGES:
-        command = [sys.executable, os.path.abspath(__file__), "--child", stage, "--out", out,
-                   "--tokenizer_steps", str(args.tokenizer_steps), "--sft_steps", str(args.sft_steps)]  # fmt: skip
-        lines = subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()
-        peaks[stage] = json.loads(next(line for line in reversed(lines) if line.startswith("{")))[
-            "peak_memory_gb"
-        ]
+        peaks[stage] = child(stage, out, args)["peak_memory_gb"]
         print(f"{stage:>10}: peak resident memory {peaks[stage]:.2f} GB", flush=True)
     print("\n| stage | peak resident memory (GB), a process of its own |\n|---|---|")
     for stage, peak in peaks.items():

@@ -94,8 +94,19 @@ def test_stage_two_config_names_activation_checkpointing(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         config = run.sft_config(str(tmp_path / "qs" / "model"))
-    assert config.activation_checkpointing is False
+    assert config.activation_checkpointing is True  # the default since issue 17 §1 (memory)
     assert not [w for w in caught if "checkpointing" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_stage_two_micro_batches_accumulate_to_the_same_step(tmp_path):
+    """A micro-batch changes what a forward pass holds in memory, not the samples a step learns from."""
+    from transformers_unicode.training.quickstart import Quickstart, QuickstartArguments
+
+    arguments = QuickstartArguments(out=str(tmp_path / "qs"), sft_batch_size=8, sft_micro_batch_size=2)
+    config = Quickstart(arguments).sft_config(str(tmp_path / "qs" / "model"))
+    assert (config.per_device_train_batch_size, config.gradient_accumulation_steps) == (2, 4)
+    with pytest.raises(ValueError, match="--sft_micro_batch_size must divide --sft_batch_size"):
+        QuickstartArguments(out=str(tmp_path / "other"), sft_batch_size=8, sft_micro_batch_size=3)
 
 
 def test_model_card_of_the_quickstart_carries_its_figures(tmp_path):

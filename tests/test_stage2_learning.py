@@ -44,7 +44,8 @@ def test_rank_choices_matches_the_log_likelihood_of_each_whole_answer():
     images = load_openmoji("train", size=16, limit=3)
     conversations = openmoji_conversations("caption", images=images)
     choices = ["a red apple", "cat", "the blue car sat"]
-    scores = choice_log_likelihoods(model, processor, conversations, choices, batch_size=2)
+    # 6 rows: 2 conversations of 3 choices per forward pass, so padding and a short last batch are covered
+    scores = choice_log_likelihoods(model, processor, conversations, choices, batch_size=6)
 
     expected = []
     for record in conversations:

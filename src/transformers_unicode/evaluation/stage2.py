@@ -72,7 +72,7 @@ def _choice_suffixes(processor, choices: list[str]) -> list[list[int]]:
     return suffixes
 
 
-def rank_choices(model, processor, conversations, choices: list[str], batch_size: int = 16) -> list[str]:
+def rank_choices(model, processor, conversations, choices: list[str], batch_size: int = 32) -> list[str]:
     """For each conversation, the choice whose answer has the highest log-likelihood after its first user turn.
 
     A reading of the model that greedy decoding hides: a model can rank the right group above the others
@@ -84,7 +84,7 @@ def rank_choices(model, processor, conversations, choices: list[str], batch_size
 
 @torch.no_grad()
 def choice_log_likelihoods(
-    model, processor, conversations, choices: list[str], batch_size: int = 16
+    model, processor, conversations, choices: list[str], batch_size: int = 32
 ) -> torch.Tensor:
     """`(N, K)`: the log-likelihood of each choice as the assistant's answer (its end marker included) after the
     first user turn of each conversation.
@@ -92,8 +92,11 @@ def choice_log_likelihoods(
     A reading of the model that greedy decoding hides: a model can rank the right group above the others
     long before it is confident enough to write it. The prompt runs once per conversation; the choices are
     scored on copies of its cache (`DynamicCache.batch_repeat_interleave`), so ranking costs about one
-    forward pass, not one per choice.
+    forward pass, not one per choice. `batch_size` bounds those copies: a forward pass holds
+    `max(1, batch_size // len(choices))` conversations. (16 conversations of 9 choices each held 144 cache
+    copies and their logits: 1.4 GB more than the rest of the evaluation, issue 17 §1.)
     """
+    per_forward = max(1, batch_size // len(choices))
     suffixes = _choice_suffixes(processor, choices)
     width, pad = max(map(len, suffixes)), processor.tokenizer.pad_token_id
     candidates = torch.full((len(choices), width), pad, dtype=torch.long)
@@ -102,8 +105,8 @@ def choice_log_likelihoods(
         candidates[row, : len(suffix)] = torch.as_tensor(suffix)
         candidate_mask[row, : len(suffix)] = 1
     all_scores, records = [], list(conversations)
-    for begin in range(0, len(records), batch_size):
-        batch = records[begin : begin + batch_size]
+    for begin in range(0, len(records), per_forward):
+        batch = records[begin : begin + per_forward]
         prompts = [
             processor.apply_chat_template(
                 chat_messages(record["messages"][:1]), add_generation_prompt=True, tokenize=False

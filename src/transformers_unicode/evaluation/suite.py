@@ -175,11 +175,7 @@ def evaluate_unicode(
     from .stage2 import exact_match_accuracy, rank_choices
 
     ranked = rank_choices(
-        model,
-        processor,
-        openmoji_conversations("group", images=held_out),
-        emoji_group_names(),
-        args.batch_size,
+        model, processor, openmoji_conversations("group", images=held_out), emoji_group_names()
     )
     ranking = exact_match_accuracy(ranked, list(held_out["group"]))
     understanding["group"]["ranking_accuracy"] = ranking["accuracy"]

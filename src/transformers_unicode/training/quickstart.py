@@ -39,7 +39,7 @@ STATE_FILE = "quickstart_state.json"
 
 # Seconds per optimizer step measured on a 2-core CPU (README; Stage I's at 32 images, checkpoints
 # included), for the up-front estimate and the budget's split; the progress bars give the live ETA.
-CPU_SECONDS_PER_STEP = {"tokenizer": 1.1, "sft": 15.0}
+CPU_SECONDS_PER_STEP = {"tokenizer": 1.1, "sft": 17.5}  # Stage II: micro-batches of 2, checkpointed
 CPU_EVALUATION_SECONDS = 330.0  # questions and drawing (~250 s), two perplexities of 20k tokens
 
 # The targets (issue 14), each reported as met or missed: a figure and whether it must be at least or at
@@ -89,6 +89,20 @@ class QuickstartArguments:
     # Length-grouped batches make a step ~15 s instead of ~25 s on 2 cores.
     sft_steps: int = field(default=12, metadata={"help": "Stage II optimizer steps."})
     sft_batch_size: int = field(default=8, metadata={"help": "Stage II samples per step."})
+    # Stage II's memory is its activations (issue 17 §1; `python benchmarks/memory.py --sft_variants ...`, README):
+    # a batch of 8 in one pass peaked at 10.7 GB; micro-batches of 2 with activation checkpointing at 2.9 GB, for
+    # ~16 % more time a step. The 8 samples a step learns from stay the same.
+    sft_micro_batch_size: int | None = field(
+        default=2,
+        metadata={
+            "help": "Stage II samples per forward pass; a step accumulates the gradients of "
+            "sft_batch_size / sft_micro_batch_size of them (None: the whole batch at once)."
+        },
+    )
+    sft_activation_checkpointing: bool = field(
+        default=True,
+        metadata={"help": "Recompute Stage II activations in the backward pass: less memory, slower steps."},
+    )
     sft_samples: int = field(default=96, metadata={"help": "Samples in the Stage II mixture."})
     mixture: str = field(
         default="caption=1,group=3,text_to_image=2,group_to_image=1,decompression=0.25",
@@ -106,6 +120,12 @@ class QuickstartArguments:
         for name in ("tokenizer_steps", "tokenizer_batch_size", "sft_steps", "sft_batch_size", "sft_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
+        micro = self.sft_micro_batch_size
+        if micro is not None and (micro < 1 or self.sft_batch_size % micro):
+            raise ValueError(
+                f"--sft_micro_batch_size must divide --sft_batch_size ({self.sft_batch_size}), got {micro}; "
+                "pass a divisor, e.g. --sft_micro_batch_size 1."
+            )
         if self.budget_minutes <= 0:
             raise ValueError(f"--budget_minutes must be positive, got {self.budget_minutes}.")
 
@@ -244,10 +264,12 @@ class Quickstart:
         from trl import SFTConfig
 
         a = self.args
+        micro = a.sft_micro_batch_size or a.sft_batch_size
         return SFTConfig(
             output_dir=output_dir,
             max_steps=a.sft_steps,
-            per_device_train_batch_size=a.sft_batch_size,
+            per_device_train_batch_size=micro,
+            gradient_accumulation_steps=a.sft_batch_size // micro,
             # Batches of one length (a group question is ~120 tokens, a drawing ~280, a decompression 440):
             # mixed batches padded every sample to the longest and spent ~45% of a step on padding.
             train_sampling_strategy="group_by_length",
@@ -258,7 +280,7 @@ class Quickstart:
             save_steps=max(1, a.sft_steps // 4),
             save_total_limit=1,
             # `activation_checkpointing`, not its deprecated alias `gradient_checkpointing` (transformers >= 5.23).
-            activation_checkpointing=False,
+            activation_checkpointing=a.sft_activation_checkpointing,
             max_length=None,
             bf16=torch.cuda.is_available(),
             use_cpu=not torch.cuda.is_available(),
