@@ -1,5 +1,7 @@
 """Shared tiny fixtures: a random Llama with a 128-id vocabulary and tokenizers built from it."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,12 @@ from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
 
 from transformers_unicode import UniCodeVisualTokenizer, UniCodeVisualTokenizerConfig
 
-torch.set_num_threads(2)
+# The README runs the suite as 2 pytest-xdist workers. One torch thread each: two 2-thread processes on 2
+# cores spin against each other (OpenMP's busy wait), and so do they against anything else on the machine.
+# Subprocesses the tests start inherit the same count through OMP_NUM_THREADS.
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+torch.set_num_threads(THREADS)
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 
 def pytest_addoption(parser):

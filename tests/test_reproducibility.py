@@ -3,8 +3,8 @@ ends bit-identical to one never interrupted (Stage I and Stage II; tiny configs,
 
 The killed run is a `transformers-unicode` subprocess (SIGKILL: no handler runs, no final save). The other runs
 go through the same CLI in this process, which saves the ~15 s import of a new process on a busy 2-core
-machine; both use 2 threads (conftest and OMP_NUM_THREADS), since the guarantee is per thread count. Two
-runs in one process are also the stricter check: nothing may depend on the random state a run inherits.
+machine; both use conftest's thread count (OMP_NUM_THREADS for the subprocess), since the guarantee is per
+thread count. Two runs in one process are also the stricter check: nothing may depend on the random state a run inherits.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 
 import pytest
 import torch
-from conftest import tiny_llm, tiny_text_tokenizer, tiny_tokenizer_config, tiny_unicode
+from conftest import THREADS, tiny_llm, tiny_text_tokenizer, tiny_tokenizer_config, tiny_unicode
 from safetensors.torch import load_file
 
 import transformers_unicode
@@ -27,7 +27,7 @@ from transformers_unicode.cli import main
 SRC = os.path.dirname(os.path.dirname(transformers_unicode.__file__))
 ENV = {
     **os.environ,
-    "OMP_NUM_THREADS": "2",
+    "OMP_NUM_THREADS": str(THREADS),
     "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]),
 }
 
