@@ -4,7 +4,8 @@ ends bit-identical to one never interrupted (Stage I and Stage II; tiny configs,
 The killed run is a `transformers-unicode` subprocess (SIGKILL: no handler runs, no final save). The other runs
 go through the same CLI in this process, which saves the ~15 s import of a new process on a busy 2-core
 machine; both use conftest's thread count (OMP_NUM_THREADS for the subprocess), since the guarantee is per
-thread count. Two runs in one process are also the stricter check: nothing may depend on the random state a run inherits.
+thread count. Two runs in one process are also the stricter check: nothing may depend on the random state a
+run inherits.
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ class QuickstartArguments:
         default=2,
         metadata={
             "help": "Stage II samples per forward pass; a step accumulates the gradients of "
-            "sft_batch_size / sft_micro_batch_size of them (None: the whole batch at once)."
+            "sft_batch_size / sft_micro_batch_size of them (equal to sft_batch_size: the whole batch at once)."
         },
     )
     sft_activation_checkpointing: bool = field(
