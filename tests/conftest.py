@@ -18,23 +18,6 @@ torch.set_num_threads(THREADS)
 os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 
-def pytest_addoption(parser):
-    parser.addoption(
-        "--overfit",
-        action="store_true",
-        help="also run issue 14's overfit check on SmolLM2 (~21 min on 2 cores, too long for the CI suite)",
-    )
-
-
-def pytest_collection_modifyitems(config, items):
-    if config.getoption("--overfit"):
-        return
-    skip = pytest.mark.skip(reason="issue 14's overfit check takes ~21 min on 2 cores; run it with --overfit")
-    for item in items:
-        if "overfit" in item.keywords:
-            item.add_marker(skip)
-
-
 VOCAB = 128
 HIDDEN = 32
 SPECIAL_IDS = (0, 1, 2)
