@@ -130,6 +130,26 @@ class CurvePoints(TrainerCallback):
         self.evaluating += time.perf_counter() - began
 
 
+def batch_purity(trainer, batches: int) -> tuple[float, float]:
+    """The mean share of a batch held by its most common answer, and the share of batches holding one answer
+    only, over the run's first `batches` batches.
+
+    1/9-ish mixing lets each step contrast images; 1.0 means every step teaches one answer to all its images.
+    """
+    dataset = trainer.train_dataset
+    answers = [
+        tuple(i for i, m in zip(ids, mask, strict=True) if m)
+        for ids, mask in zip(dataset["input_ids"], dataset["assistant_masks"], strict=True)
+    ]
+    order = list(trainer._get_train_sampler(dataset))[: batches * trainer.args.per_device_train_batch_size]
+    size = trainer.args.per_device_train_batch_size
+    shares = []
+    for start in range(0, len(order) - size + 1, size):
+        batch = [answers[i] for i in order[start : start + size]]
+        shares.append(max(batch.count(a) for a in set(batch)) / size)
+    return float(np.mean(shares)), float(np.mean(np.asarray(shares) == 1.0))
+
+
 def draw_curve(runs: list[dict], path: str, majority: float, side: int = 360) -> None:
     """Three panels (exact match, balanced, ranking) of accuracy against samples, one line per run."""
     metrics = ("exact_match", "balanced_accuracy", "ranking_accuracy")
@@ -199,6 +219,18 @@ def main(argv=None) -> None:
         default="constant_with_warmup",
         help="transformers' schedule names; a decaying one (cosine, linear) reaches 0 at the last point",
     )
+    parser.add_argument(
+        "--sampling",
+        choices=("group_by_length", "random"),
+        default="group_by_length",
+        help="the trainer's batch sampling; on group questions alone a sample's length is set by its answer, "
+        "so length grouping puts one group in each batch",
+    )
+    parser.add_argument(
+        "--batch_purity",
+        action="store_true",
+        help="only print how much of each batch one answer holds, for each sampling, and exit",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="runs/stage2_curve")
     parser.add_argument(
@@ -235,6 +267,8 @@ def main(argv=None) -> None:
         name = f"{kind}@{lr:g}"
         if args.lr_scheduler_type != "constant_with_warmup":
             name += f" {args.lr_scheduler_type}"
+        if args.sampling != "group_by_length":
+            name += f" {args.sampling}"
         if any(run["config"] == name and run["task"] == args.task for run in runs):
             print(f"{name} ({args.task}): already measured in {curve_path}, skipped")
             continue
@@ -260,7 +294,7 @@ def main(argv=None) -> None:
             save_strategy="no",
             activation_checkpointing=False,  # TRL's default recomputes every layer: a third more time, no gain here
             max_length=None,
-            train_sampling_strategy="group_by_length",
+            train_sampling_strategy=args.sampling,
             remove_unused_columns=False,
             dataset_kwargs={"skip_prepare_dataset": True},
             use_cpu=True,
@@ -285,6 +319,15 @@ def main(argv=None) -> None:
                 )
             ],
         )
+        if args.batch_purity:
+            for sampling in ("group_by_length", "random"):
+                trainer.args.train_sampling_strategy = sampling
+                purity, pure = batch_purity(trainer, training_args.max_steps)
+                print(
+                    f"{sampling}: a batch's most common answer holds {purity:.1%} of it on average; "
+                    f"{pure:.1%} of batches hold one answer only"
+                )
+            return
         trainer.train()
         del trainer, model
     write_table(runs, os.path.join(args.out, "curve.md"))
