@@ -13,6 +13,8 @@ a warm-up unless `--lr_scheduler_type` names a decaying schedule, which reaches 
 Configurations are `KIND@LR`: `full` (every LLM weight), `lora` (r=64 on every linear layer), `rows` (only
 the LLM's rows of the visual ids: they are the unified codebook, and SmolLM2 ties them to its output layer) and `rows+lora`. `--task group` trains on group questions alone; `--task mixture` on the
 quickstart's mixture (captions, groups, drawings, decompression) with the same number of samples.
+`--sampling` sets the batches (`task_length`, what Stage II ships; `exact_length`, which sorted group questions
+by answer; `random`), and `--batch_purity` prints how much of a batch one answer holds under each.
 
     . .venv/bin/activate
     transformers-unicode train-tokenizer --output_dir runs/tokenizer       # or the quickstart's OUT/tokenizer
@@ -50,6 +52,7 @@ from transformers_unicode.training.stage2 import (
 )
 
 KINDS = ("full", "lora", "rows", "rows+lora")
+SAMPLINGS = ("task_length", "exact_length", "random")
 QUICKSTART_MIXTURE = QuickstartArguments().mixture  # the main job's mixture, whatever it is now
 
 
@@ -128,6 +131,11 @@ class CurvePoints(TrainerCallback):
         self.losses = []
         print(json.dumps({"config": self.record["config"], **point}), flush=True)
         self.evaluating += time.perf_counter() - began
+
+
+def with_exact_lengths(dataset):
+    """The mixture with each sample's own length in the `length` column that `group_by_length` sorts by."""
+    return dataset.map(lambda batch: {"length": [len(ids) for ids in batch["input_ids"]]}, batched=True)
 
 
 def batch_purity(trainer, batches: int) -> tuple[float, float]:
@@ -221,10 +229,11 @@ def main(argv=None) -> None:
     )
     parser.add_argument(
         "--sampling",
-        choices=("group_by_length", "random"),
-        default="group_by_length",
-        help="the trainer's batch sampling; on group questions alone a sample's length is set by its answer, "
-        "so length grouping puts one group in each batch",
+        choices=SAMPLINGS,
+        default="task_length",
+        help="the batches: `group_by_length` on the mixture's `length` column (one key a task, what Stage II "
+        "ships), `group_by_length` on each sample's exact length (which on group questions is set by the "
+        "answer, so it puts one group in each batch; Stage II's sampling until issue 14 found it), or random",
     )
     parser.add_argument(
         "--batch_purity",
@@ -267,7 +276,7 @@ def main(argv=None) -> None:
         name = f"{kind}@{lr:g}"
         if args.lr_scheduler_type != "constant_with_warmup":
             name += f" {args.lr_scheduler_type}"
-        if args.sampling != "group_by_length":
+        if args.sampling != "exact_length":  # the runs measured before the choice existed carry no suffix
             name += f" {args.sampling}"
         if any(run["config"] == name and run["task"] == args.task for run in runs):
             print(f"{name} ({args.task}): already measured in {curve_path}, skipped")
@@ -294,7 +303,7 @@ def main(argv=None) -> None:
             save_strategy="no",
             activation_checkpointing=False,  # TRL's default recomputes every layer: a third more time, no gain here
             max_length=None,
-            train_sampling_strategy=args.sampling,
+            train_sampling_strategy="random" if args.sampling == "random" else "group_by_length",
             remove_unused_columns=False,
             dataset_kwargs={"skip_prepare_dataset": True},
             use_cpu=True,
@@ -306,7 +315,7 @@ def main(argv=None) -> None:
         trainer = UniCodeSFTTrainer(
             model=model,
             args=training_args,
-            train_dataset=dataset,
+            train_dataset=with_exact_lengths(dataset) if args.sampling == "exact_length" else dataset,
             processing_class=processor,
             data_collator=UniCodeDataCollator.from_processor(processor),
             callbacks=[
@@ -320,8 +329,9 @@ def main(argv=None) -> None:
             ],
         )
         if args.batch_purity:
-            for sampling in ("group_by_length", "random"):
-                trainer.args.train_sampling_strategy = sampling
+            for sampling in SAMPLINGS:
+                trainer.args.train_sampling_strategy = "random" if sampling == "random" else "group_by_length"
+                trainer.train_dataset = with_exact_lengths(dataset) if sampling == "exact_length" else dataset
                 purity, pure = batch_purity(trainer, training_args.max_steps)
                 print(
                     f"{sampling}: a batch's most common answer holds {purity:.1%} of it on average; "

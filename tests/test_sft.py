@@ -327,7 +327,7 @@ def test_lora_on_every_linear_layer_of_the_llm_only(tmp_path):
 
 def test_group_by_length_batches_pad_less_than_random_ones(tmp_path):
     """The mixture carries transformers' `length` column, so `train_sampling_strategy="group_by_length"`
-    puts samples of one length together instead of padding short answers to the longest image span."""
+    puts samples of one task together instead of padding short answers to the longest image span."""
 
     def padding(strategy):
         script = {"num_samples": 64, "train_limit": 32}
@@ -335,13 +335,25 @@ def test_group_by_length_batches_pad_less_than_random_ones(tmp_path):
             tmp_path / strategy, max_steps=1, script=script, train_sampling_strategy=strategy
         )
         dataset = trainer.train_dataset
-        assert dataset["length"] == [len(ids) for ids in dataset["input_ids"]]
+        assert all(key >= len(ids) for key, ids in zip(dataset["length"], dataset["input_ids"], strict=True))
         batches = list(trainer.get_train_dataloader())
         assert sum(len(batch["input_ids"]) for batch in batches) == 64  # every sample, once
         return sum(int((batch["attention_mask"] == 0).sum()) for batch in batches)
 
     grouped, shuffled = padding("group_by_length"), padding("random")
     assert grouped < shuffled / 2, (grouped, shuffled)
+
+
+def test_length_grouping_does_not_sort_group_questions_by_answer(tmp_path):
+    """On group questions alone a sample's exact length is its answer's token count; sorting by it put one
+    group in each batch and the model learnt the prior (issue 14). Every group question gets one `length`."""
+    from transformers_unicode.training.stage2 import SFTScriptArguments, build_sft_dataset
+
+    _, processor = tiny_unicode()
+    script = SFTScriptArguments(mixture="group=1", num_samples=48, train_limit=48, eval_limit=0)
+    dataset = build_sft_dataset(script, processor, str(tmp_path), {})
+    assert len({len(ids) for ids in dataset["input_ids"]}) > 1  # the answers do differ in length
+    assert len(set(dataset["length"])) == 1
 
 
 def test_killed_run_resumes_on_the_same_loss_curve(tmp_path):
