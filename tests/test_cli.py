@@ -42,6 +42,7 @@ def test_every_command_has_help_with_examples(capsys):
         "generate",
         "reconstruct",
         "space",
+        "ablate",
     }
     assert "Exit codes" in listing
     for command in COMMANDS:

@@ -58,6 +58,7 @@ from .modeling import (
 )
 from .pipeline_text_to_image import UniCodeTextToImagePipeline
 from .processing import CHAT_TEMPLATE, UniCodeImageProcessor, UniCodeProcessor, UniCodeTokenizer
+from .training.ablation import AblationArguments, run_ablation
 from .training.callbacks import CodebookSyncCallback, TimeBudgetCallback
 from .training.collator import UniCodeDataCollator
 from .training.quickstart import QuickstartArguments, run_quickstart
@@ -118,6 +119,7 @@ UniCodeTokenizer.register_for_auto_class("AutoTokenizer")
 UniCodeProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
+    "AblationArguments",
     "CHAT_TEMPLATE",
     "EvaluationArguments",
     "QuickstartArguments",
@@ -125,6 +127,7 @@ __all__ = [
     "evaluate_unicode",
     "load_metric",
     "load_unicode_folder",
+    "run_ablation",
     "run_quickstart",
     "InvalidRecordError",
     "SFTScriptArguments",

@@ -8,6 +8,7 @@
     transformers-unicode generate "Draw the emoji: red apple." --out apple.png
     transformers-unicode reconstruct emoji.png --out round_trip.png         # image -> LLM ids -> image
     transformers-unicode space runs/quickstart/model                         # the Gradio demo
+    transformers-unicode ablate --out runs/ablate --only codebook             # the papers' ablation tables
 
 Exit codes: 0 done; 1 the command failed while running (a message says why); 2 bad arguments or a
 missing input (a message says which).
@@ -62,6 +63,13 @@ EXAMPLES = {
         "  transformers-unicode train-tokenizer --dataset digits --image_size 32 --max_steps 200\n"
         "  transformers-unicode train-tokenizer recipe.yaml\n"
         "  transformers-unicode train-tokenizer --output_dir runs/tokenizer --resume   # continue a stopped run\n"
+    ),
+    "ablate": (
+        "examples:\n"
+        "  transformers-unicode ablate --out runs/ablate                                  # every table\n"
+        "  transformers-unicode ablate --out runs/ablate --only codebook --steps 1000     # UniCode Table 4\n"
+        "  transformers-unicode ablate --out runs/ablate --only rq_depth,mcq_size --minutes_per_row 3\n"
+        "  transformers-unicode ablate --out runs/ablate --only decompression --sft_steps 80\n"
     ),
     "sft": (
         "examples:\n"
@@ -202,6 +210,28 @@ def _quickstart(argv: list[str]) -> int:
         raise UsageError(str(error)) from None
     print(json.dumps({"headline": report["headline"], "targets": report["targets"]}, indent=2))
     print(f"report: {os.path.join(args.out, 'report.json')}; model: {report['files']['model']}")
+    return 0
+
+
+def _ablate(argv: list[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from .training.ablation import AblationArguments, run_ablation
+
+    parser = HfArgumentParser(
+        AblationArguments,
+        prog="transformers-unicode ablate",
+        description="The papers' ablation tables in miniature (UniCode Tables 4, 5 and 10; UniTok Tables 7 and 8): "
+        "each row trained under its table's budget, a Markdown table and a PNG in --out.",
+        epilog=EXAMPLES["ablate"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    try:
+        (args,) = parser.parse_args_into_dataclasses(argv)
+    except ValueError as error:  # unknown flags, values the dataclass refuses
+        raise UsageError(str(error)) from None
+    run_ablation(args)
+    print(open(os.path.join(args.out, "ablation.md")).read())
     return 0
 
 
@@ -420,6 +450,7 @@ COMMANDS = {
     "generate": _generate,
     "reconstruct": _reconstruct,
     "space": _space,
+    "ablate": _ablate,
 }
 
 
