@@ -151,16 +151,12 @@ def _sft(argv: list[str]) -> int:
 
 
 def _train_tokenizer(argv: list[str]) -> int:
-    from transformers import HfArgumentParser
-
     from .training.stage1 import TokenizerTrainerArguments, TokenizerTrainingArguments, train_tokenizer
 
-    parser = HfArgumentParser(
+    parser = _dataclass_parser(
+        "train-tokenizer",
         (TokenizerTrainingArguments, TokenizerTrainerArguments),
-        prog="transformers-unicode train-tokenizer",
-        description="Stage I: train a visual tokenizer whose codebook is an LLM's embedding table.",
-        epilog=EXAMPLES["train-tokenizer"],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "Stage I: train a visual tokenizer whose codebook is an LLM's embedding table.",
     )
     parser.add_argument(
         "--resume", action="store_true", help="Continue from the last checkpoint in --output_dir."
@@ -186,19 +182,28 @@ def _parser(command: str, description: str) -> argparse.ArgumentParser:
     )
 
 
-def _quickstart(argv: list[str]) -> int:
+def _dataclass_parser(command: str, dataclasses, description: str):
+    """transformers' `HfArgumentParser`: every dataclass field a flag, with the command's examples."""
     from transformers import HfArgumentParser
 
+    return HfArgumentParser(
+        dataclasses,
+        prog=f"transformers-unicode {command}",
+        description=description,
+        epilog=EXAMPLES[command],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _quickstart(argv: list[str]) -> int:
     from .evaluation.suite import EvaluationArguments
     from .training.quickstart import QuickstartArguments, run_quickstart
 
-    parser = HfArgumentParser(
+    parser = _dataclass_parser(
+        "quickstart",
         (QuickstartArguments, EvaluationArguments),
-        prog="transformers-unicode quickstart",
-        description="The main job on the embedded default: Stage I (visual tokenizer, SmolLM2 codebook), Stage II "
+        "The main job on the embedded default: Stage I (visual tokenizer, SmolLM2 codebook), Stage II "
         "(LoRA on the OpenMoji mixture), the evaluation, report.json and PNG sheets.",
-        epilog=EXAMPLES["quickstart"],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     try:
         args, evaluation = parser.parse_args_into_dataclasses(argv)
@@ -214,17 +219,13 @@ def _quickstart(argv: list[str]) -> int:
 
 
 def _ablate(argv: list[str]) -> int:
-    from transformers import HfArgumentParser
-
     from .training.ablation import AblationArguments, run_ablation
 
-    parser = HfArgumentParser(
+    parser = _dataclass_parser(
+        "ablate",
         AblationArguments,
-        prog="transformers-unicode ablate",
-        description="The papers' ablation tables in miniature (UniCode Tables 4, 5 and 10; UniTok Tables 7 and 8): "
+        "The papers' ablation tables in miniature (UniCode Tables 4, 5 and 10; UniTok Tables 7 and 8): "
         "each row trained under its table's budget, a Markdown table and a PNG in --out.",
-        epilog=EXAMPLES["ablate"],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     try:
         (args,) = parser.parse_args_into_dataclasses(argv)
@@ -282,18 +283,14 @@ def _output_path(path: str) -> str:
 
 
 def _eval(argv: list[str]) -> int:
-    from transformers import HfArgumentParser
-
     from .evaluation.suite import EvaluationArguments, evaluate_unicode, headline
     from .training.io import atomic_write_json
 
-    parser = HfArgumentParser(
+    parser = _dataclass_parser(
+        "eval",
         EvaluationArguments,
-        prog="transformers-unicode eval",
-        description="Evaluate a saved UniCode model folder on the embedded default (held-out OpenMoji): "
+        "Evaluate a saved UniCode model folder on the embedded default (held-out OpenMoji): "
         "reconstruction, understanding, generation. Writes report.json and PNG sheets.",
-        epilog=EXAMPLES["eval"],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("folder", help="A UniCode model folder (e.g. runs/quickstart/model).")
     parser.add_argument(
