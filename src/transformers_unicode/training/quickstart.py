@@ -119,7 +119,10 @@ class QuickstartArguments:
     )
     lora_r: int = field(default=64, metadata={"help": "LoRA rank (on every linear layer of the LLM)."})
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha."})
-    sft_learning_rate: float = field(default=1e-3, metadata={"help": "Stage II learning rate."})
+    # 3e-4, not 1e-3: on the same Stage I tokenizer, 1e-3 raised SmolLM2's perplexity on the fixed English text
+    # 1.92x (captions became "The invasive invasive species ..."), 3e-4 1.09x (issue 14's target: <= 1.25x), with
+    # the same group answers; and LoRA at a constant 1e-3 broke on group questions by 1,920 samples (README).
+    sft_learning_rate: float = field(default=3e-4, metadata={"help": "Stage II learning rate."})
     seed: int = field(default=0, metadata={"help": "Seed of both training stages (drawing: --draw_seed)."})
 
     def __post_init__(self):
