@@ -201,6 +201,8 @@ def test_mixture_follows_the_ratios():
     assert len(plan["a"]) == 6 and len(plan["b"]) == 6
     assert sorted(set(plan["b"].tolist())) == [0, 1, 2]  # a small part is repeated
     assert len(set(plan["a"].tolist())) == 6  # a large one is subsampled without repeats
+    thirds = mixture_indices({"a": 9, "b": 9, "c": 9}, {"a": 1, "b": 1, "c": 1}, num_samples=13)
+    assert [len(indices) for indices in thirds.values()] == [5, 4, 4]  # the shares add up to num_samples
     assert parse_mixture("caption=1, group=2.5") == {"caption": 1.0, "group": 2.5}
     with pytest.raises(ValueError, match="unknown parts"):
         mixture_indices({"a": 1}, {"z": 1}, 4)
@@ -354,6 +356,18 @@ def test_length_grouping_does_not_sort_group_questions_by_answer(tmp_path):
     dataset = build_sft_dataset(script, processor, str(tmp_path), {})
     assert len({len(ids) for ids in dataset["input_ids"]}) > 1  # the answers do differ in length
     assert len(set(dataset["length"])) == 1
+
+
+def test_a_plan_too_small_for_every_task_leaves_the_empty_ones_out(tmp_path):
+    """Two samples drawn from a five-task mixture leave some tasks with none: they are skipped, not mapped."""
+    from transformers_unicode.training.stage2 import SFTScriptArguments, build_sft_dataset
+
+    _, processor = tiny_unicode()
+    mixture = "caption=1,group=1,text_to_image=1,group_to_image=1,decompression=1"
+    script = SFTScriptArguments(mixture=mixture, num_samples=2, train_limit=8, eval_limit=0)
+    dataset = build_sft_dataset(script, processor, str(tmp_path), {})
+    assert len(dataset) == 2
+    assert {"input_ids", "length"} <= set(dataset.column_names)
 
 
 def test_killed_run_resumes_on_the_same_loss_curve(tmp_path):

@@ -226,9 +226,16 @@ def mixture_indices(sizes: dict[str, int], ratios: dict[str, float], num_samples
     empty = [name for name in active if sizes[name] == 0]
     if empty:
         raise ValueError(f"Mixture parts {empty} are empty; give them data or a ratio of 0.")
+    # Largest-remainder apportionment: the counts add up to num_samples exactly (rounding each share alone
+    # gave 0 samples for 2 drawn from 5 equal parts, and 13 or 11 for 12 drawn from 3).
     total, rng, plan = sum(active.values()), np.random.default_rng(seed), {}
-    for name, ratio in active.items():
-        count, size = round(num_samples * ratio / total), sizes[name]
+    shares = {name: num_samples * ratio / total for name, ratio in active.items()}
+    counts = {name: int(share) for name, share in shares.items()}
+    by_remainder = sorted(shares, key=lambda name: counts[name] - shares[name])  # stable: ties keep order
+    for name in by_remainder[: num_samples - sum(counts.values())]:
+        counts[name] += 1
+    for name in active:
+        count, size = counts[name], sizes[name]
         repeats = [rng.permutation(size) for _ in range(-(-count // size))]
         plan[name] = np.concatenate(repeats)[:count] if count else np.zeros(0, dtype=np.int64)
         logger.info("Stage II mixture: %d %s samples (%d distinct)", count, name, min(count, size))

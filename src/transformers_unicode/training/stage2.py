@@ -230,6 +230,8 @@ def build_sft_dataset(
     )
     parts = []
     for name, indices in plan.items():
+        if len(indices) == 0:  # a small plan can leave a task out; an empty map would have no columns
+            continue
         used = np.unique(indices)  # tokenise each record once, then repeat it as the plan says
         subset = sources[name].select(used)
         if name == "decompression":
