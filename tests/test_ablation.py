@@ -41,6 +41,8 @@ def test_every_table_has_its_rows_figures_and_a_verdict(ablation):
     frozen = codebook["frozen (C = C_L)"]
     assert frozen["llm_cosine"] == pytest.approx(1.0, abs=1e-5)  # frozen: C is C_L
     assert frozen["perplexity_ratio"] == 1.0  # its LLM rows are untouched
+    for name in ("level scales, frozen (C = C_L)", "level scales, annealed, C = C_L from 80 %"):
+        assert codebook[name]["llm_cosine"] == pytest.approx(1.0, abs=1e-5)  # scaled per level, still C_L
     assert codebook["dual (C and C_L swapped)"]["llm_rows_changed"]  # dual writes C into the LLM's rows
     depth = [r["llm_positions_written"] for r in record["tables"]["rq_depth"]["rows"]]
     assert depth == [4, 8, 16, 5]  # 2 x 2 positions with 1, 2, 4 RQ levels; HQ: a 1 x 1 top map, 5 codes

@@ -218,3 +218,43 @@ def test_quantizers_reject_nan_features_and_wrong_shapes():
         quantizer.quantize(torch.randn(1, 2, 2, 7))
     with pytest.raises(ValueError, match="codes are"):
         ResidualQuantizer(codebook, depth=2).embed(torch.zeros(1, 2, 2, 3, dtype=torch.long))
+
+
+def test_level_scales_let_a_frozen_codebook_serve_every_rq_level():
+    """Residuals that shrink 4-fold a level, a codebook held at the LLM rows: fitted s_d follow the shrinking,
+    and the codebook stays C = C_L (issue 15 §1, the stacked-scale problem)."""
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.nn.functional.normalize(torch.randn(64, 16, generator=generator), dim=1)
+    picks = torch.randint(0, 64, (4, 128), generator=generator)
+    weights = torch.tensor([4.0, 1.0, 0.25, 0.0625])
+    features = (rows[picks] * weights[:, None, None]).sum(dim=0).view(2, 8, 8, 16)
+
+    def frozen_codebook():
+        codebook = UnifiedCodebook(rows, torch.arange(10, 74), vocab_size=80)
+        codebook.ema_enabled = False  # what CodebookSyncCallback's frozen mode does
+        return codebook
+
+    scaled = ResidualQuantizer(frozen_codebook(), depth=4, level_scales=True)
+    for _ in range(3):
+        scaled.quantize(features)  # training mode: the scales are fit
+    scales = scaled.level_scales.tolist()
+    assert scales[0] > scales[1] > scales[2] > scales[3] > 0
+    assert torch.equal(scaled.codebook.embedding, scaled.codebook.llm_embedding)  # still C = C_L
+    plain = ResidualQuantizer(frozen_codebook(), depth=4).eval()
+    with_scales, codes, _ = scaled.eval().quantize(features)
+    without_scales, _, _ = plain.quantize(features)
+    assert (with_scales - features).pow(2).mean() < 0.5 * (without_scales - features).pow(2).mean()
+    assert torch.allclose(scaled.embed(codes), with_scales, atol=1e-5)  # the decoder gets s_d * C[k_d]
+
+
+def test_level_scales_are_saved_and_only_for_rq(tmp_path):
+    from transformers_unicode import UniCodeVisualTokenizer
+
+    tokenizer = tiny_tokenizer("rq", rq_level_scales=True)
+    tokenizer.quantizer.quantize(tokenizer._features(torch.rand(2, 3, 16, 16) * 2 - 1).detach())
+    assert not torch.equal(tokenizer.quantizer.level_scales, torch.ones(4))
+    tokenizer.save_pretrained(tmp_path)
+    loaded = UniCodeVisualTokenizer.from_pretrained(tmp_path)
+    assert torch.equal(loaded.quantizer.level_scales, tokenizer.quantizer.level_scales)
+    with pytest.raises(ValueError, match="RQ option"):
+        tiny_tokenizer("mcq", rq_level_scales=True)

@@ -64,6 +64,9 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
         codebook_decay (`float`, *optional*, defaults to 0.99): EMA decay gamma of Eq. 2.
         dead_code_threshold (`float`, *optional*, defaults to 0.0): EMA count under which a code is restarted
             from a random encoder output; 0 disables restarts.
+        rq_level_scales (`bool`, *optional*, defaults to `False`): RQ only: level d's codes are s_d times the
+            codebook rows, with s_d fit in training (D numbers), so one codebook at the LLM table's scale can
+            serve residuals that shrink from level to level (SPEC 3.2).
         l1_weight, l2_weight (`float`, *optional*, default to 1.0): pixel reconstruction losses.
         commitment_weight (`float`, *optional*, defaults to 0.25): weight of ||z - sg(zq)||^2.
         adversarial_weight (`float`, *optional*, defaults to 0.0): patch-GAN hinge loss weight; 0 disables it.
@@ -105,6 +108,7 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
     latent_normalization: bool = True
     codebook_decay: float = 0.99
     dead_code_threshold: float = 0.0
+    rq_level_scales: bool = False
     l1_weight: float = 1.0
     l2_weight: float = 1.0
     commitment_weight: float = 0.25
@@ -131,6 +135,10 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
             )
         if self.codes_per_position < 1:
             raise ValueError(f"codes_per_position must be >= 1; got {self.codes_per_position}.")
+        if self.rq_level_scales and self.quantizer != "rq":
+            raise ValueError(
+                f"rq_level_scales is an RQ option; this tokenizer's quantizer is {self.quantizer!r}."
+            )
         if not 0 < self.num_visual_codes <= self.vocab_size:
             raise ValueError(
                 f"num_visual_codes must be in [1, vocab_size={self.vocab_size}]; got {self.num_visual_codes}."

@@ -182,7 +182,9 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
         )
         # The codebook is registered once, inside the quantizer (`self.codebook` is a view of it), so the
         # saved state has no aliased tensors.
-        self.quantizer = build_quantizer(config.quantizer, codebook, depth=config.codes_per_position)
+        self.quantizer = build_quantizer(
+            config.quantizer, codebook, depth=config.codes_per_position, level_scales=config.rq_level_scales
+        )
         # Per-dimension statistics of the visual rows: encoder outputs are rescaled to them when
         # latent_normalization is on, so that features start among the codes instead of collapsing
         # onto the few rows nearest to a random init.

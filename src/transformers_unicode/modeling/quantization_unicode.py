@@ -414,9 +414,17 @@ class UniCodeQuantizer(nn.Module):
                 f"{tuple(codes.shape)}."
             )
 
-    def _quantize_level(self, z: torch.Tensor, group: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Nearest codes for z (..., c'), EMA update in training; returns (zq, LLM ids)."""
+    def _quantize_level(
+        self, z: torch.Tensor, group: int | None = None, scale: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest codes for z (..., c'), EMA update in training; returns (zq, LLM ids).
+
+        With a `scale` s the level's codes are s * C: for s > 0, argmin ||z - s c|| = argmin ||z / s - c||, so the
+        search and the EMA see z / s and the rows stay at the scale of the LLM table.
+        """
         flat = z.reshape(-1, z.shape[-1])
+        if scale is not None:
+            flat = flat / scale
         rows = self.codebook.search(flat, group)
         self.codebook.update(flat, rows, group or 0)
         table = (
@@ -425,6 +433,8 @@ class UniCodeQuantizer(nn.Module):
             else self.codebook.embedding[:, self.codebook.group_slice(group)]
         )
         zq = F.embedding(rows, table).view_as(z)
+        if scale is not None:
+            zq = zq * scale
         return zq, self.codebook.visual_ids[rows].view(z.shape[:-1])
 
 
@@ -450,30 +460,67 @@ class ResidualQuantizer(UniCodeQuantizer):
     """RQ (Lee et al. 2022): code d quantizes what codes 1..d-1 left; F = sum of the D embeddings.
 
     All depths share one codebook, as in RQ-VAE, so every code is the same kind of LLM id.
+
+    With `level_scales`, level d's codes are s_d * C (SPEC 3.2's stacked-scale problem): the residuals shrink
+    ~14-fold from level 1 to 4 while every LLM row has about the same norm, so a codebook held at C = C_L
+    (frozen, or the end of an annealed pull) can serve one level only. Each s_d is the least-squares fit of the
+    level's chosen rows to its residuals, <r, c> / <c, c>, followed by EMA (the codebook's decay) in
+    training: D numbers, buffers, no gradients. The decoder reads sum_d s_d C[k_d]; the LLM reads its own rows
+    unscaled, as without scales (a linear probe found the group equally readable either way; README).
     """
 
-    def __init__(self, codebook: UnifiedCodebook, depth: int = 4):
+    def __init__(self, codebook: UnifiedCodebook, depth: int = 4, level_scales: bool = False):
         super().__init__(codebook)
         if depth < 1:
             raise ValueError(f"Residual depth must be >= 1; got {depth}.")
         self.codes_per_position = depth
+        self.uses_level_scales = level_scales
+        if level_scales:
+            self.register_buffer("level_scales", torch.ones(depth))
+            # Whether the scales were ever fit: the first training batch sets them, later ones move them by EMA.
+            self.register_buffer("level_scales_fitted", torch.zeros((), dtype=torch.bool))
 
     def quantize(self, z):
         _check_features(z, self.codebook.dim)
         residual, total = z, torch.zeros_like(z)
         codes, commitment = [], 0.0
-        for _ in range(self.codes_per_position):
-            zq, level_codes = self._quantize_level(residual.detach())
+        for level in range(self.codes_per_position):
+            scale = self.level_scales[level] if self.uses_level_scales else None
+            zq, level_codes = self._quantize_level(residual.detach(), scale=scale)
+            if scale is not None and self.training:
+                rows = zq.detach() / scale
+                self._fit_scale(level, residual.detach(), rows)
+                if not bool(self.level_scales_fitted):
+                    # The first fit is used at once: the next level's residual must not inherit an unscaled one.
+                    zq = rows * self.level_scales[level]
             total = total + zq
             residual = residual - zq
             codes.append(level_codes)
             commitment = commitment + F.mse_loss(z, total.detach())
+        if self.uses_level_scales and self.training:
+            self.level_scales_fitted.fill_(True)
         losses = QuantizerLosses(commitment=commitment / self.codes_per_position)
         return _straight_through(z, total), torch.stack(codes, dim=-1), losses
 
+    @torch.no_grad()
+    def _fit_scale(self, level: int, residual: torch.Tensor, rows: torch.Tensor) -> None:
+        """s_d <- EMA of argmin_s ||r - s c||^2 over the batch; summed over replicas so they stay identical."""
+        stats = _all_reduce_sum(
+            torch.stack([(residual.float() * rows.float()).sum(), rows.float().pow(2).sum()])
+        )
+        fit = (stats[0] / stats[1].clamp_min(1e-12)).clamp_min(1e-3)  # a scale must stay positive
+        if not bool(self.level_scales_fitted):
+            self.level_scales[level] = fit
+        else:
+            gamma = self.codebook.decay
+            self.level_scales[level] = gamma * self.level_scales[level] + (1 - gamma) * fit
+
     def embed(self, codes):
         self._check_codes(codes)
-        return self.codebook.lookup(codes).sum(dim=-2)
+        embeddings = self.codebook.lookup(codes)
+        if self.uses_level_scales:
+            embeddings = embeddings * self.level_scales[:, None].to(embeddings)
+        return embeddings.sum(dim=-2)
 
     def aggregate(self, codes):
         self._check_codes(codes)
@@ -600,11 +647,15 @@ def aggregate_code_embeddings(embeddings: torch.Tensor, rule: str) -> torch.Tens
     raise ValueError(f"Unknown aggregation rule {rule!r}; choose one of {AGGREGATION_RULES}.")
 
 
-def build_quantizer(kind: str, codebook: UnifiedCodebook, depth: int = 4) -> UniCodeQuantizer:
+def build_quantizer(
+    kind: str, codebook: UnifiedCodebook, depth: int = 4, level_scales: bool = False
+) -> UniCodeQuantizer:
     if kind not in QUANTIZER_CLASSES:
         raise ValueError(f"Unknown quantizer {kind!r}; choose one of {sorted(QUANTIZER_CLASSES)}.")
+    if level_scales and kind != "rq":
+        raise ValueError(f"level_scales is an RQ option (its levels have different scales); got {kind!r}.")
     if kind == "rq":
-        return ResidualQuantizer(codebook, depth=depth)
+        return ResidualQuantizer(codebook, depth=depth, level_scales=level_scales)
     return QUANTIZER_CLASSES[kind](codebook)
 
 

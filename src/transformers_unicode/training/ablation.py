@@ -60,6 +60,12 @@ TABLES = {
             ),
             Row("frozen (C = C_L)", {"codebook_mode": "frozen"}),
             Row("dual (C and C_L swapped)", {"codebook_mode": "dual"}),
+            # Issue 15's stacked-scale device: a fitted scale per RQ level on rows held at C_L.
+            Row("level scales, frozen (C = C_L)", {"codebook_mode": "frozen", "level_scales": True}),
+            Row(
+                "level scales, annealed, C = C_L from 80 %",
+                {"sync_schedule": "linear", "sync_freeze_fraction": 0.8, "level_scales": True},
+            ),
         ),
     ),
     "rq_depth": Table(
@@ -381,7 +387,7 @@ def verdicts(table_name: str, rows: list[dict]) -> list[str]:
             elif name.startswith("iter (Eq. 3"):
                 out.append("the paper's recipe: the reference row")
             else:
-                out.append("not in the paper (issue 15's schedule)")
+                out.append("not in the paper (issue 15)")
         elif table_name in ("rq_depth", "mcq_size"):
             ordered = [x for x in rows if not x["row"].startswith("HQ")]
             if name.startswith("HQ"):

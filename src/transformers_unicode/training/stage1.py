@@ -72,6 +72,12 @@ class TokenizerTrainingArguments:
     dead_code_threshold: float = field(
         default=1.0, metadata={"help": "EMA count under which a code is restarted; 0 = off."}
     )
+    level_scales: bool = field(
+        default=False,
+        metadata={
+            "help": "RQ: a fitted scale per level on the codebook rows (lets a codebook at C_L serve all D)."
+        },
+    )
     commitment_weight: float = field(default=0.25, metadata={"help": "Weight of the commitment loss."})
     adversarial_weight: float = field(default=0.0, metadata={"help": "Patch-GAN loss weight; 0 = off."})
     train_limit: int | None = field(default=None, metadata={"help": "Use at most this many training images."})
@@ -97,6 +103,7 @@ class TokenizerTrainingArguments:
             latent_normalization=self.latent_normalization,
             codebook_decay=self.codebook_decay,
             dead_code_threshold=self.dead_code_threshold,
+            rq_level_scales=self.level_scales,
             commitment_weight=self.commitment_weight,
             adversarial_weight=self.adversarial_weight,
         )
