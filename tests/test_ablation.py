@@ -94,3 +94,16 @@ def test_bad_flags_are_usage_errors(capsys):
     assert "nonsense" in capsys.readouterr().err
     with pytest.raises(ValueError, match="multiple of 512"):
         AblationArguments(language_tokens=100)
+    assert main(["ablate", "--only", "mcq_size", "--rows", "RQ, 1"]) == 2  # a row of another table
+    assert "names none of the rows" in capsys.readouterr().err
+
+
+def test_rows_picks_rows_by_the_beginning_of_their_names():
+    chosen = AblationArguments(only="codebook", rows="frozen,level scales")
+    names = [row.name for row in TABLES["codebook"].rows if chosen.selects(row.name)]
+    assert names == [
+        "frozen (C = C_L)",
+        "level scales, frozen (C = C_L)",
+        "level scales, annealed, C = C_L from 80 %",
+    ]
+    assert all(AblationArguments().selects(row.name) for row in TABLES["codebook"].rows)

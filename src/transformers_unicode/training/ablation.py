@@ -119,6 +119,12 @@ class AblationArguments:
         default=None,
         metadata={"help": f"Comma-separated tables to run, of: {', '.join(TABLES)} (default all)."},
     )
+    rows: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated row names (or their beginnings) to run, within --only (default all)."
+        },
+    )
     steps: int = field(default=1000, metadata={"help": "Stage I steps of a row in the equal-steps tables."})
     minutes_per_row: float = field(
         default=5.0,
@@ -158,8 +164,17 @@ class AblationArguments:
             )
         return names
 
+    def selects(self, row_name: str) -> bool:
+        prefixes = [p.strip() for p in (self.rows or "").split(",") if p.strip()]
+        return not prefixes or any(row_name.startswith(prefix) for prefix in prefixes)
+
     def __post_init__(self):
         self.tables()
+        if self.rows and not any(
+            self.selects(row.name) for name in self.tables() for row in TABLES[name].rows
+        ):
+            names = [row.name for name in self.tables() for row in TABLES[name].rows]
+            raise ValueError(f"--rows {self.rows!r} names none of the rows of --only: {names}.")
         for name in ("steps", "batch_size", "sft_steps", "sft_batch_size", "sft_eval_limit"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
@@ -437,6 +452,8 @@ def run_ablation(args: AblationArguments) -> dict:
             table_name, {"paper": table.paper, "budget": table.budget, "rows": []}
         )
         for index, row in enumerate(table.rows):
+            if not args.selects(row.name):
+                continue
             if any(r["row"] == row.name for r in done["rows"]):
                 logger.warning("%s / %s: already in %s, skipped", table_name, row.name, path)
                 continue
