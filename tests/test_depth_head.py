@@ -128,6 +128,7 @@ def test_depth_loss_equals_a_hand_computation(depth):
         loss = model(**batch).loss
         hidden = model.model(input_ids=ids).last_hidden_state[0]  # (L, c)
         table, head, lm_head = model.get_input_embeddings().weight, model.depth_head, model.lm_head
+        visual_ids = model.visual_tokenizer.codebook.visual_ids
         terms = []
         for t in range(1, ids.shape[1]):
             target = int(labels[0, t])
@@ -138,12 +139,15 @@ def test_depth_loss_equals_a_hand_computation(depth):
                 continue
             position_codes = model.visual_tokenizer.unpack_codes(torch.tensor(target))  # (D,)
             # By hand: depth input 0 is the projected LLM state, input d the LLM row of code d, plus the depth
-            # vector; a causal Llama over them; the LM head scores output d against code d + 1.
+            # vector; a causal Llama over them; the LM head's rows of the visual ids score output d against code
+            # d + 1 (a softmax over the codes).
             inputs = torch.stack([head.input_projection(hidden[t - 1]), *table[position_codes[:-1]]])
             inputs = inputs + head.transformer.embed_tokens.weight
             outputs = head.transformer(inputs_embeds=inputs[None]).last_hidden_state[0]  # (D, c)
             for d in range(4):
-                terms.append(F.cross_entropy(lm_head(outputs[d]), position_codes[d], reduction="sum"))
+                code_logits = lm_head.weight[visual_ids] @ outputs[d]  # (K,)
+                index = (visual_ids == position_codes[d]).nonzero().squeeze()
+                terms.append(F.cross_entropy(code_logits, index, reduction="sum"))
         text_targets = int(((labels[0, 1:] != -100) & (labels[0, 1:] < P)).sum())
         assert len(terms) == text_targets + 16  # 4 positions x D = 4 codes
         torch.testing.assert_close(loss, torch.stack(terms).sum() / len(terms))
@@ -232,10 +236,8 @@ def test_greedy_depth_generation_follows_the_trained_distribution(depth):
         hidden = model.model(input_ids=ids).last_hidden_state[0]
         before = hidden[begin - 1 : begin - 1 + 4]  # the state before each position
         outputs = model.depth_head(before, model.get_input_embeddings()(codes[:, :-1]))
-        logits = model.lm_head(outputs)  # (h*w, D, V)
-        allowed = torch.full((logits.shape[-1],), float("-inf"))
-        allowed[model.visual_tokenizer.codebook.visual_ids] = 0
-    assert torch.equal((logits + allowed).argmax(-1), codes)
+        logits = F.linear(outputs, *model.code_head())  # (h*w, D, K)
+    assert torch.equal(model.visual_tokenizer.codebook.visual_ids[logits.argmax(-1)], codes)
 
 
 def test_depth_generation_is_seeded_and_guidance_one_is_no_guidance(depth):

@@ -97,9 +97,10 @@ class UniCodeDepthHead(nn.Module):
 
     Input at depth 0 is the LLM's hidden state before the position, projected; at depth d > 0 it is the LLM-table
     row of code d (teacher-forced in training, sampled in generation), the same rows F reads. A learned vector per
-    depth index is added to each input. The output at depth d is scored against the vocabulary by the LLM's own
-    LM head (the codes are LLM ids), and predicts code d + 1. So the position's D codes factorise as
-    p(c_1 | h) p(c_2 | h, c_1) ... p(c_D | h, c_<D), the same tokens, in the same order, as the flat layout writes.
+    depth index is added to each input. The output at depth d is scored by the LLM's own LM-head rows of the K
+    visual ids (the codes are LLM ids; a softmax over the codes only, since nothing else may stand at a code's
+    place), and predicts code d + 1. So the position's D codes factorise as p(c_1 | h) p(c_2 | h, c_1) ...
+    p(c_D | h, c_<D): the same tokens, in the same order, as the flat layout writes.
 
     The transformer is transformers' `LlamaModel` (RoPE over depth, RMSNorm, causal attention), built from the
     depth fields of [`UniCodeConfig`] at the text model's hidden size, whatever the text model's architecture;
@@ -165,6 +166,7 @@ class UniCodeDepthWritingState:
     attention_mask: torch.Tensor  # (B, L_llm)
     next_position: torch.Tensor  # (B,)
     codes: torch.Tensor  # (B, d)
+    code_head: tuple  # the LM head's (weight, bias) rows of the visual ids, gathered once per image
     head_cache: Any = None
     positions_written: int = 0
 
@@ -479,9 +481,10 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             outputs = self.depth_head(
                 before, self.get_input_embeddings()(codes[:, :-1]).to(before)
             )  # (n, D, c)
-            code_logits = self.lm_head(outputs)  # (n, D, V)
+            code_logits = nn.functional.linear(outputs, *self.code_head())  # (n, D, K)
+            rows = self.visual_tokenizer.codebook.rows_of(codes).to(hidden_states.device)  # (n, D) in [0, K)
             total = total + nn.functional.cross_entropy(
-                code_logits.flatten(0, 1).float(), codes.flatten(), reduction="sum"
+                code_logits.flatten(0, 1).float(), rows.flatten(), reduction="sum"
             )
         else:
             # No image written in this batch: one dummy position weighted 0, so that every depth-head parameter
@@ -496,6 +499,16 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         if num_items_in_batch is None:
             return total / (supervised.sum() + codes.numel()).clamp(min=1)
         return total / torch.as_tensor(num_items_in_batch, device=total.device)
+
+    def code_head(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The depth head's output layer: the LM head's `(weight, bias)` rows of the K visual ids, `(K, c)`.
+
+        Scoring the codes only (not the whole vocabulary) is what makes a depth step cheap when K is a small part
+        of the vocabulary (2,048 of SmolLM2's 49,155 ids in the benchmarks), and the rows stay the LLM's own.
+        """
+        visual_ids = self.visual_tokenizer.codebook.visual_ids.to(self.lm_head.weight.device)
+        bias = self.lm_head.bias[visual_ids] if self.lm_head.bias is not None else None
+        return self.lm_head.weight[visual_ids], bias
 
     # ---- generation ------------------------------------------------------------------------------
     def image_span_processor(self) -> UniCodeImageSpanLogitsProcessor:
@@ -547,6 +560,7 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
                 attention_mask=attention_mask,
                 next_position=next_position,
                 codes=input_ids[:, :0],
+                code_head=self.code_head(),
             )
             cache.unicode_depth_state = state
             logits = self._depth_step_logits(state, None)
@@ -581,13 +595,22 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
     def _depth_step_logits(
         self, state: UniCodeDepthWritingState, code: torch.LongTensor | None
     ) -> torch.Tensor:
-        """Logits `(B, V)` of the position's next code: depth index 0 from the LLM state, then from the last code."""
+        """Logits `(B, V)` of the position's next code: depth index 0 from the LLM state, then from the last code.
+
+        The head scores the K codes; `generate` and its processors work on vocabulary-wide scores, so the other ids
+        get the lowest finite value (the span processor then excludes them; a finite value, not -inf, because CFG
+        subtracts two log-softmaxes and -inf - -inf would be NaN).
+        """
         if code is None:
             output, state.head_cache = self.depth_head.step(state.hidden, 0, None)
         else:
             row = self.get_input_embeddings()(code).to(state.hidden)
             output, state.head_cache = self.depth_head.step(row, state.codes.shape[1], state.head_cache)
-        return self.lm_head(output)
+        code_logits = nn.functional.linear(output, *state.code_head)  # (B, K)
+        lowest = torch.finfo(code_logits.dtype).min
+        logits = code_logits.new_full((output.shape[0], self.lm_head.out_features), lowest)
+        visual_ids = self.visual_tokenizer.codebook.visual_ids.to(logits.device)
+        return logits.index_copy_(1, visual_ids, code_logits)
 
     def generate(
         self,
