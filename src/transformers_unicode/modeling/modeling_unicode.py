@@ -565,7 +565,8 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             cache.unicode_depth_state = state
             logits = self._depth_step_logits(state, None)
         elif state.positions_written == positions:  # the image is complete: whatever follows is read as text
-            logits = self._llm_step(state, input_ids[:, -1:], cache)
+            self._llm_step(state, input_ids[:, -1:], cache)
+            logits = self.lm_head(state.hidden)
         else:
             code = input_ids[:, -1]
             state.codes = torch.cat([state.codes, code[:, None]], dim=1)
@@ -573,14 +574,18 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
                 logits = self._depth_step_logits(state, code)
             else:
                 packed = self.visual_tokenizer.pack_codes(state.codes)[:, None]  # (B, 1)
-                logits = self._llm_step(state, packed, cache)
+                self._llm_step(state, packed, cache)
                 state.codes, state.positions_written = state.codes[:, :0], state.positions_written + 1
+                # The LM head runs only where its logits are used (the closing marker after the last position):
+                # on SmolLM2 it is a quarter of an LLM step.
                 if state.positions_written < positions:
                     logits = self._depth_step_logits(state, None)
+                else:
+                    logits = self.lm_head(state.hidden)
         return CausalLMOutputWithPast(logits=logits[:, None], **{CACHE_ARGUMENT: cache})
 
-    def _llm_step(self, state: UniCodeDepthWritingState, ids: torch.LongTensor, cache) -> torch.Tensor:
-        """One LLM step on `ids (B, 1)` (a packed position or a text id) at the LLM's own position: LM-head logits."""
+    def _llm_step(self, state: UniCodeDepthWritingState, ids: torch.LongTensor, cache) -> None:
+        """One LLM step on `ids (B, 1)` (a packed position or a text id) at the LLM's own position."""
         state.attention_mask = torch.cat([state.attention_mask, torch.ones_like(ids)], dim=1)
         outputs = self.model(
             input_ids=ids,
@@ -590,7 +595,6 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             use_cache=True,
         )
         state.hidden, state.next_position = outputs.last_hidden_state[:, -1], state.next_position + 1
-        return self.lm_head(state.hidden)
 
     def _depth_step_logits(
         self, state: UniCodeDepthWritingState, code: torch.LongTensor | None
