@@ -348,14 +348,20 @@ def test_stage2_trains_the_depth_head_through_sfttrainer(tmp_path):
 
 
 def test_stage2_lora_trains_the_whole_depth_head(tmp_path):
+    """As the quickstart trains: LoRA, micro-batches accumulated, activation checkpointing."""
     model, processor = tiny_unicode(image_head="depth")
     head_before = {k: v.clone() for k, v in model.depth_head.state_dict().items()}
-    tiny_sft(
+    _, trainer = tiny_sft(
         tmp_path,
         unicode=(model, processor),
         model_args=ModelConfig(use_peft=True, lora_r=4, lora_alpha=8),
         max_steps=2,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        activation_checkpointing=True,
     )
+    curve = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(curve) == 2 and all(torch.isfinite(torch.tensor(curve)))
     reloaded = UniCodeForCausalLM.from_pretrained(tmp_path)  # the merged model
     moved = [k for k, v in reloaded.depth_head.state_dict().items() if not torch.equal(v, head_before[k])]
     assert "input_projection.weight" in moved
