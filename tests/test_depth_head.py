@@ -223,18 +223,25 @@ def test_depth_generation_writes_exactly_hwD_codes_in_hw_llm_steps(depth, monkey
     assert [im.size for im in images] == [(size, size)] * 2
 
 
-def test_greedy_depth_generation_follows_the_trained_distribution(depth):
-    """Each code that greedy generation writes is the argmax of the training path's depth-head logits."""
-    model, processor = depth
+@pytest.mark.parametrize(
+    "architecture, quantizer",
+    [("llama", "rq"), ("gpt2", "rq"), ("llama", "mcq"), ("llama", "hq"), ("llama", "vq")],
+)
+def test_greedy_depth_generation_follows_the_trained_distribution(architecture, quantizer):
+    """Each code that greedy generation writes is the argmax of the training path's depth-head logits, for any
+    backbone and any D (VQ: 1, MCQ: 2, RQ: 4, HQ: 5)."""
+    overrides = {"codes_per_position": 2} if quantizer == "mcq" else {}
+    model, processor = tiny_unicode(architecture, quantizer=quantizer, image_head="depth", **overrides)
+    depth, positions = model.config.visual_config.codes_per_position, model.config.image_seq_length
     inputs = processor(text=PROMPTS[:1], return_tensors="pt")
     output = model.generate(**inputs, generation_mode="image", do_sample=False)
     ((begin, end),) = processor.tokenizer.find_image_spans(output[0])
-    codes = output[0, begin:end].view(4, 4)  # (h*w, D)
+    codes = output[0, begin:end].view(positions, depth)  # (h*w, D)
     packed = model.visual_tokenizer.pack_codes(codes)
     ids = torch.cat([output[0, :begin], packed, output[0, end:]])[None]
     with torch.no_grad():
         hidden = model.model(input_ids=ids).last_hidden_state[0]
-        before = hidden[begin - 1 : begin - 1 + 4]  # the state before each position
+        before = hidden[begin - 1 : begin - 1 + positions]  # the state before each position
         outputs = model.depth_head(before, model.get_input_embeddings()(codes[:, :-1]))
         logits = F.linear(outputs, *model.code_head())  # (h*w, D, K)
     assert torch.equal(model.visual_tokenizer.codebook.visual_ids[logits.argmax(-1)], codes)
