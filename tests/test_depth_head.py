@@ -328,6 +328,27 @@ def test_depth_model_saves_loads_and_runs_as_remote_code(depth, tmp_path):
     assert torch.equal(torch.load(ids_file), expected)
 
 
+def test_the_space_draws_with_a_depth_model_folder(depth, tmp_path):
+    """The Space takes no flag: the folder's config names the head, and its text-to-image tab draws with it."""
+    from transformers_unicode.space import UniCodeSpace
+
+    model, processor = depth
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    space = UniCodeSpace(tmp_path, device="cpu", display_size=64)
+    assert space.model.config.image_head == "depth"
+    reports = []
+
+    def progress(value, **kwargs):
+        reports.append(value)
+
+    image = space.text_to_image("a red apple", guidance_scale=3.0, seed=7, progress=progress)
+    assert image.size == (64, 64)
+    assert reports[-1] == (16, 16)  # the progress counts the h*w*D image ids, as for the flat head
+    again = space.text_to_image("a red apple", guidance_scale=3.0, seed=7, progress=progress)
+    assert list(image.getdata()) == list(again.getdata())
+
+
 # ---- Stage II ----------------------------------------------------------------------------------------------
 def test_stage2_trains_the_depth_head_through_sfttrainer(tmp_path):
     model, processor = tiny_unicode(image_head="depth")
