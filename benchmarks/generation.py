@@ -42,6 +42,18 @@ span logits processor, and `embed_inputs` against the bare embedding lookup (pla
 mid-span decode step, and set against the plain run's time per step.
 
 Target (printed as PASS/MISS, not asserted): overhead <= 5%, i.e. ours' tokens/s >= 0.95 x plain's.
+
+The depth head (issue 16), side by side in the same rounds: a second UniCode built the same way from a second
+load of the same LLM (same seed, so the same weights; its depth head is untrained, which does not change its
+speed) with `image_head="depth"`:
+
+4. depth: `model.generate(**inputs, generation_mode="image", do_sample=True)` on it: the same N new ids, with
+   one LLM step per position (h*w) and one depth-head step per code.
+5. depth + CFG: the same with `guidance_scale=3.0`.
+
+Before the timed rounds, every method's LLM forward passes per generate call are counted exactly (calls of the
+language model's forward, the unconditional branch's included). The table gives flat / depth time ratios
+(issue 16's target: depth >= 2.5x faster, without and with CFG). `--no-depth` leaves them out.
 """
 
 from __future__ import annotations
@@ -65,7 +77,10 @@ METHODS = [
     ("plain", "plain llm.generate"),
     ("ours", "UniCode generate (image)"),
     ("ours_cfg", f"UniCode generate (image, CFG {CFG_SCALE:g})"),
+    ("depth", "UniCode depth head (image)"),
+    ("depth_cfg", f"UniCode depth head (image, CFG {CFG_SCALE:g})"),
 ]
+DEPTH_TARGET = 2.5  # issue 16: depth >= 2.5x faster than flat per image
 LABELS = dict(METHODS)
 
 # Real default: a 64 px, 8 x 8 latent, 4 codes per position visual tokenizer -> N = 8*8*4 + 1 = 257.
@@ -132,7 +147,7 @@ def _tiny_llm_and_tokenizer():
     return LlamaForCausalLM(config).eval(), tokenizer
 
 
-def build(tiny: bool, seed: int):
+def build(tiny: bool, seed: int, image_head: str = "flat"):
     """(llm, model, processor): the plain LLM and UniCode built from it, sharing its modules."""
     from transformers_unicode import (
         UniCodeForCausalLM,
@@ -150,7 +165,7 @@ def build(tiny: bool, seed: int):
         config = UniCodeVisualTokenizerConfig(**REAL_VISUAL)
     visual = UniCodeVisualTokenizer.from_llm(llm, config, tokenizer=llm_tokenizer)
     model, processor = UniCodeForCausalLM.from_llm(
-        llm, visual, tokenizer=llm_tokenizer, return_processor=True
+        llm, visual, tokenizer=llm_tokenizer, return_processor=True, image_head=image_head
     )
     llm.eval()
     return llm, model, processor
@@ -161,7 +176,7 @@ def build(tiny: bool, seed: int):
 # ------------------------------------------------------------------------------------------------
 
 
-def make_calls(llm, model, processor, batch_size: int):
+def make_calls(llm, model, processor, batch_size: int, depth_model=None):
     """{method: zero-argument callable returning the output ids}, the prompt length, and N."""
     inputs = processor(text=[PROMPT] * batch_size, return_tensors="pt")
     new_tokens = model.config.image_generation_length + 1
@@ -187,7 +202,28 @@ def make_calls(llm, model, processor, batch_size: int):
         return model.generate(**inputs, generation_mode="image", do_sample=True, guidance_scale=CFG_SCALE)
 
     calls = {"plain": plain, "ours": ours, "ours_cfg": ours_cfg}
+    if depth_model is not None:
+        calls["depth"] = lambda: depth_model.generate(**inputs, generation_mode="image", do_sample=True)
+        calls["depth_cfg"] = lambda: depth_model.generate(
+            **inputs, generation_mode="image", do_sample=True, guidance_scale=CFG_SCALE
+        )
     return calls, plain_ids, new_tokens
+
+
+def count_llm_forwards(call, language_model) -> int:
+    """Calls of the language model's forward during one `call()` (the CFG branch's included)."""
+    forward, calls = language_model.forward, []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return forward(*args, **kwargs)
+
+    language_model.forward = counted
+    try:
+        call()
+    finally:
+        del language_model.forward  # back to the class's method
+    return len(calls)
 
 
 def check_output(method: str, ids, prompt_ids, new_tokens: int, model) -> None:
@@ -215,11 +251,33 @@ def timed_call(call, seed: int):
     return time.perf_counter() - start, ids
 
 
-def run_rounds(calls, methods, prompt_ids, new_tokens, model, repeats: int, seed: int) -> dict:
-    """{method: [seconds per timed call]}: one warm-up each, then `repeats` rounds in rotating order."""
+def run_rounds(
+    calls,
+    methods,
+    prompt_ids,
+    new_tokens,
+    model,
+    repeats: int,
+    seed: int,
+    language_models=None,
+    forwards=None,
+) -> dict:
+    """{method: [seconds per timed call]}: one warm-up each, then `repeats` rounds in rotating order.
+
+    The warm-up call also counts the language model's forward calls into `forwards[method]`
+    (`language_models[method]` is the module to count on)."""
     times = {m: [] for m in methods}
     for method in methods:
-        elapsed, ids = timed_call(calls[method], seed)
+        result = {}
+
+        def warm_up(method=method, result=result):
+            result["time"], result["ids"] = timed_call(calls[method], seed)
+
+        if language_models is not None:
+            forwards[method] = count_llm_forwards(warm_up, language_models[method])
+        else:
+            warm_up()
+        elapsed, ids = result["time"], result["ids"]
         check_output(method, ids, prompt_ids, new_tokens, model)
         print(f"  warm-up {method}: {elapsed:.2f} s", flush=True)
     for round_index in range(repeats):
@@ -288,6 +346,12 @@ def main(argv=None) -> None:
         "--tiny", action="store_true", help="tiny random Llama + tiny tokenizer, to check the script"
     )
     parser.add_argument("--no-cfg", action="store_true", help="skip the CFG runs (about half the run time)")
+    parser.add_argument("--no-depth", action="store_true", help="skip the depth-head runs (issue 16)")
+    parser.add_argument(
+        "--no-plain",
+        action="store_true",
+        help="skip plain llm.generate (only flat against depth; no overhead line)",
+    )
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -303,9 +367,23 @@ def main(argv=None) -> None:
 
     start = time.perf_counter()
     llm, model, processor = build(args.tiny, args.seed)
+    depth_model = None if args.no_depth else build(args.tiny, args.seed, image_head="depth")[1]
     build_s = time.perf_counter() - start
-    calls, prompt_ids, new_tokens = make_calls(llm, model, processor, args.batch_size)
-    methods = [m for m, _ in METHODS if not (args.no_cfg and m == "ours_cfg")]
+    calls, prompt_ids, new_tokens = make_calls(llm, model, processor, args.batch_size, depth_model)
+    methods = [
+        m
+        for m, _ in METHODS
+        if not (args.no_cfg and m.endswith("_cfg"))
+        and not (args.no_depth and m.startswith("depth"))
+        and not (args.no_plain and m == "plain")
+    ]
+    language_models = {
+        m: llm.model
+        if m == "plain"
+        else (depth_model if m.startswith("depth") else model).model.language_model
+        for m in methods
+    }
+    forwards = {}
 
     text = model.config.text_config
     visual = model.config.visual_config
@@ -333,15 +411,17 @@ def main(argv=None) -> None:
         )
     sys.stdout.flush()
 
-    times = run_rounds(calls, methods, prompt_ids, new_tokens, model, args.repeats, args.seed)
+    times = run_rounds(
+        calls, methods, prompt_ids, new_tokens, model, args.repeats, args.seed, language_models, forwards
+    )
     print(
         f"  load average {os.getloadavg()[0]:.2f} after the timed rounds (about {args.threads} is this script alone)"
     )
-    breakdown = per_step_breakdown(llm, model, prompt_ids, new_tokens)
+    breakdown = None if args.no_plain else per_step_breakdown(llm, model, prompt_ids, new_tokens)
 
     tokens = args.batch_size * new_tokens
     median_s = {m: statistics.median(times[m]) for m in methods}
-    plain_s = median_s["plain"]
+    plain_s = median_s.get("plain", float("nan"))
     print()
     print(f"== batch {args.batch_size}, {new_tokens} new tokens per row, {args.threads} threads ==")
     header = f"{'method':<34} {'median s':>9} {'tokens/s':>9} {'ms/step':>9} {'x plain tok/s':>14} {'all runs (s)':>22}"
@@ -364,6 +444,23 @@ def main(argv=None) -> None:
             f"(ratio {plain_s / median_s['ours_cfg']:.2f}, ~0.5 expected)"
         )
 
+    print()
+    print("== LLM forward passes per generate call (counted, prefill included; CFG counts both branches) ==")
+    for method in methods:
+        print(f"  {LABELS[method]:<46} {forwards[method]:>5}")
+    if "depth" in median_s:
+        print()
+        print(f"== flat against depth head (target: depth >= {DEPTH_TARGET:g}x faster) ==")
+        pairs = [("ours", "depth")] + ([("ours_cfg", "depth_cfg")] if "depth_cfg" in median_s else [])
+        for flat, depth in pairs:
+            speedup = median_s[flat] / median_s[depth]
+            print(
+                f"  {LABELS[depth]:<46} {speedup:.2f}x faster, {forwards[flat] / forwards[depth]:.2f}x fewer LLM "
+                f"passes: {'PASS' if speedup >= DEPTH_TARGET else 'MISS'}"
+            )
+
+    if breakdown is None:  # --no-plain: no plain run to set the overhead against
+        return
     step_us = 1e6 * plain_s / new_tokens
     print()
     print(

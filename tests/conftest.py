@@ -117,14 +117,21 @@ def tiny_gpt2(vocab_size: int = VOCAB, hidden_size: int = HIDDEN, seed: int = 0)
     return GPT2LMHeadModel(config)
 
 
-def tiny_unicode(architecture: str = "llama", quantizer: str = "rq", seed: int = 0, **overrides):
-    """(model, processor): a tiny random LLM of the given architecture with a tiny visual tokenizer built from it."""
+def tiny_unicode(
+    architecture: str = "llama", quantizer: str = "rq", seed: int = 0, image_head: str = "flat", **overrides
+):
+    """(model, processor): a tiny random LLM of the given architecture with a tiny visual tokenizer built from it.
+
+    `image_head="depth"` adds a one-layer depth head; `overrides` go to the visual tokenizer's config."""
     from transformers_unicode import UniCodeForCausalLM
 
     llm = tiny_llm(seed=seed) if architecture == "llama" else tiny_gpt2(seed=seed)
     torch.manual_seed(seed)
     visual = UniCodeVisualTokenizer.from_llm(llm, tiny_tokenizer_config(quantizer, **overrides))
-    return UniCodeForCausalLM.from_llm(llm, visual, tokenizer=tiny_text_tokenizer(), return_processor=True)
+    head = {} if image_head == "flat" else {"image_head": image_head, "depth_num_layers": 1}
+    return UniCodeForCausalLM.from_llm(
+        llm, visual, tokenizer=tiny_text_tokenizer(), return_processor=True, **head
+    )
 
 
 TINY_SFT_SCRIPT = dict(

@@ -6,10 +6,13 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from conftest import tiny_sft  # noqa: E402
+from conftest import tiny_sft, tiny_unicode  # noqa: E402
 
 out = sys.argv[1]
-_, trainer = tiny_sft(out, script={"num_samples": 24}, max_steps=3)
+image_head = sys.argv[2] if len(sys.argv) > 2 else "flat"  # "depth": the depth head (issue 16)
+_, trainer = tiny_sft(
+    out, unicode=tiny_unicode(image_head=image_head), script={"num_samples": 24}, max_steps=3
+)
 torch.save(
     {
         "state": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},

@@ -184,6 +184,7 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
         return self.latent_size * self.latent_size * self.codes_per_position
 
 
+IMAGE_HEADS = ("flat", "depth")
 AGGREGATION_BY_QUANTIZER = {"vq": "sum", "rq": "sum", "hq": "hierarchical", "mcq": "concat"}
 
 
@@ -207,6 +208,16 @@ class UniCodeConfig(PreTrainedConfig):
         training_datasets (`list[str]`, *optional*): datasets the model was trained on, for the model card.
         tie_word_embeddings (`bool`, *optional*): tie the LM head to the input embeddings; follows the text
             config when that ties them.
+        image_head (`str`, *optional*, defaults to `"flat"`): how the model writes an image. `"flat"` (UniCode's
+            layout, the reference): the LLM writes h*w*D code ids, one LLM step each. `"depth"` (UniTok, VILA-U,
+            RQ-Transformer): the LLM takes one step per position, reading each written position as the packed id it
+            reads images with, and a small depth transformer predicts the position's D codes from the LLM's hidden
+            state, autoregressively over depth.
+        depth_num_layers (`int`, *optional*, defaults to 2): layers of the depth transformer (`image_head="depth"`).
+        depth_num_attention_heads (`int`, *optional*): its attention heads; defaults to the text model's.
+        depth_intermediate_size (`int`, *optional*): its MLP width; defaults to twice the text hidden size. Its
+            hidden size is the text model's (its inputs are the LLM's hidden state and the codes' LLM rows, and its
+            outputs are scored by the LLM's own LM head, since the codes are LLM ids).
 
     Example:
 
@@ -239,9 +250,17 @@ class UniCodeConfig(PreTrainedConfig):
     base_model: str | None = None
     training_datasets: list[str] | None = None
     tie_word_embeddings: bool = False
+    image_head: str = "flat"
+    depth_num_layers: int = 2
+    depth_num_attention_heads: int | None = None
+    depth_intermediate_size: int | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        if self.image_head not in IMAGE_HEADS:
+            raise ValueError(f"image_head must be one of {IMAGE_HEADS}; got {self.image_head!r}.")
+        if self.depth_num_layers < 1:
+            raise ValueError(f"depth_num_layers must be >= 1; got {self.depth_num_layers}.")
         if self.image_aggregation is None:
             self.image_aggregation = AGGREGATION_BY_QUANTIZER[self.visual_config.quantizer]
         if self.image_aggregation not in AGGREGATION_BY_QUANTIZER.values():
@@ -268,8 +287,14 @@ class UniCodeConfig(PreTrainedConfig):
 
     @property
     def image_generation_length(self) -> int:
-        """Ids the model writes for one image: h * w * D."""
+        """Ids the model writes for one image: h * w * D (with either head: the depth head's D codes of a
+        position are written out as D ids)."""
         return self.visual_config.tokens_per_image
+
+    @property
+    def image_llm_steps(self) -> int:
+        """LLM positions a written image takes: h * w * D for the flat head, h * w for the depth head."""
+        return self.image_seq_length if self.image_head == "depth" else self.image_generation_length
 
 
 __all__ = ["PACKED_CODE_OFFSET", "UniCodeConfig", "UniCodeVisualTokenizerConfig", "check_packing_capacity"]

@@ -11,18 +11,28 @@ How an image sits in `input_ids`:
   rows of its D codes. With `pixel_values`, the h*w positions are `<image>` placeholders instead and the
   model encodes the pixels itself.
 - written (a generated image, or a Stage II target): `<|image_start|>`, h*w*D ordinary code ids,
-  `<|image_end|>`.
+  `<|image_end|>`. With the depth head (`config.image_head="depth"`) a Stage II target is written as the h*w
+  packed ids instead, and the depth head predicts each position's D codes; what `generate` returns is the
+  same h*w*D code ids for both heads.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 import diffusers  # noqa: F401  (see REMOTE_CODE_REQUIREMENT)
 import torch
 from torch import nn
-from transformers import AutoModel, GenerationMixin, LogitsProcessorList, PreTrainedModel
+from transformers import (
+    AutoModel,
+    GenerationMixin,
+    LlamaConfig,
+    LlamaModel,
+    LogitsProcessorList,
+    PreTrainedModel,
+)
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import logging
 
@@ -79,6 +89,86 @@ def _hub_name(llm) -> str | None:
     except FileNotFoundError:
         return None
     return EMBEDDED_LLM_NAME if os.path.realpath(name) == os.path.realpath(embedded_folder) else None
+
+
+class UniCodeDepthHead(nn.Module):
+    r"""
+    The depth head (`config.image_head="depth"`): a small causal transformer over the D codes of one position.
+
+    Input at depth 0 is the LLM's hidden state before the position, projected; at depth d > 0 it is the LLM-table
+    row of code d (teacher-forced in training, sampled in generation), the same rows F reads. A learned vector per
+    depth index is added to each input. The output at depth d is scored by the LLM's own LM-head rows of the K
+    visual ids (the codes are LLM ids; a softmax over the codes only, since nothing else may stand at a code's
+    place), and predicts code d + 1. So the position's D codes factorise as p(c_1 | h) p(c_2 | h, c_1) ...
+    p(c_D | h, c_<D): the same tokens, in the same order, as the flat layout writes.
+
+    The transformer is transformers' `LlamaModel` (RoPE over depth, RMSNorm, causal attention), built from the
+    depth fields of [`UniCodeConfig`] at the text model's hidden size, whatever the text model's architecture;
+    its token table holds the D depth vectors, so every parameter is used (DDP without `find_unused_parameters`).
+    """
+
+    def __init__(self, config: UniCodeConfig):
+        super().__init__()
+        hidden = config.text_config.hidden_size
+        heads = config.depth_num_attention_heads or getattr(config.text_config, "num_attention_heads", None)
+        if not heads or hidden % heads:
+            raise ValueError(
+                f"The depth head needs depth_num_attention_heads dividing the hidden size {hidden}; got {heads}."
+            )
+        self.depth = config.visual_config.codes_per_position
+        depth_config = LlamaConfig(
+            vocab_size=self.depth,  # the depth embeddings (inputs come as embeddings)
+            hidden_size=hidden,
+            intermediate_size=config.depth_intermediate_size or 2 * hidden,
+            num_hidden_layers=config.depth_num_layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            max_position_embeddings=max(self.depth, 2),
+            rms_norm_eps=getattr(config.text_config, "rms_norm_eps", 1e-6),
+            initializer_range=getattr(config.text_config, "initializer_range", 0.02),
+            pad_token_id=None,
+            bos_token_id=None,
+            eos_token_id=None,
+        )
+        depth_config._attn_implementation = "sdpa"
+        self.input_projection = nn.Linear(hidden, hidden, bias=False)
+        self.transformer = LlamaModel(depth_config)
+
+    def forward(self, hidden: torch.Tensor, code_embeds: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced: `hidden (N, c)` and the rows of codes 1..D-1 `(N, D-1, c)` -> outputs `(N, D, c)`."""
+        inputs = torch.cat([self.input_projection(hidden)[:, None], code_embeds], dim=1)  # (N, D, c)
+        inputs = inputs + self.transformer.embed_tokens.weight[: inputs.shape[1]]
+        return self.transformer(inputs_embeds=inputs, use_cache=False).last_hidden_state
+
+    def step(self, inputs: torch.Tensor, depth_index: int, cache=None):
+        """One depth step of generation: `inputs (B, c)` (the LLM state at index 0, a code's row after) ->
+        `(output (B, c), cache)`; the head's own key/value cache spans the D steps of one position."""
+        if depth_index == 0:
+            inputs = self.input_projection(inputs)
+        inputs = (inputs + self.transformer.embed_tokens.weight[depth_index])[:, None]  # (B, 1, c)
+        positions = torch.full((inputs.shape[0], 1), depth_index, dtype=torch.long, device=inputs.device)
+        outputs = self.transformer(
+            inputs_embeds=inputs, position_ids=positions, use_cache=True, **{CACHE_ARGUMENT: cache}
+        )
+        return outputs.last_hidden_state[:, -1], getattr(outputs, CACHE_ARGUMENT)
+
+
+@dataclasses.dataclass
+class UniCodeDepthWritingState:
+    """Where one branch of depth-head image generation stands; kept on that branch's LLM cache.
+
+    `generate` sees h*w*D code ids go by (its sequence, its attention mask); the LLM sees the prompt and then one
+    packed id per finished position. This records the LLM's side: its own mask and next position ids, the hidden
+    state that predicts the current position, and the codes of the current position written so far.
+    """
+
+    hidden: torch.Tensor  # (B, c)
+    attention_mask: torch.Tensor  # (B, L_llm)
+    next_position: torch.Tensor  # (B,)
+    codes: torch.Tensor  # (B, d)
+    code_head: tuple  # the LM head's (weight, bias) rows of the visual ids, gathered once per image
+    head_cache: Any = None
+    positions_written: int = 0
 
 
 class UniCodePreTrainedModel(PreTrainedModel):
@@ -259,6 +349,9 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         embedding = self.model.language_model.get_input_embeddings()
         name = next(n for n, m in self.model.language_model.named_modules() if m is embedding)
         self._tied_weights_keys = {"lm_head.weight": f"model.language_model.{name}.weight"}
+        self.depth_head = UniCodeDepthHead(config) if config.image_head == "depth" else None
+        # Set by `generate(generation_mode="image")` for the depth head: forward then runs the LLM once per position.
+        self._writing_image = False
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Module:
@@ -300,6 +393,14 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             vocabulary-wide head then runs on the answer tokens alone, and its logits never span the whole
             sequence (SmolLM2 on a CPU: 1.13-1.16x faster steps, benchmarks/sft_head.py).
         """
+        if self._writing_image:
+            if labels is not None or inputs_embeds is not None or input_ids is None:
+                raise ValueError(
+                    "Depth-head image generation takes input_ids only (no labels, no inputs_embeds)."
+                )
+            return self._depth_writing_step(
+                input_ids, pixel_values, attention_mask, position_ids, _one_cache(cache, past_key_values)
+            )
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -311,11 +412,21 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
+        written = None
         if labels is not None:
+            if self.depth_head is not None:
+                # The depth head's targets: packed ids in the labels are images the model writes (the collator
+                # leaves only those; see `UniCodeDataCollator(image_head="depth")`).
+                written = labels.masked_fill(labels < PACKED_CODE_OFFSET, -100)
             labels = labels.masked_fill(self.model.image_input_mask(labels), -100)
         if skip_logits is None:
             skip_logits = self.training and labels is not None
-        if skip_logits:
+        if written is not None:
+            logits = None if skip_logits else self.lm_head(hidden_states)
+            loss = self.depth_supervised_loss(
+                hidden_states, labels, written, kwargs.get("num_items_in_batch")
+            )
+        elif skip_logits:
             if labels is None:
                 raise ValueError("skip_logits=True computes a loss only; pass labels.")
             logits, loss = None, self.supervised_loss(hidden_states, labels, kwargs.get("num_items_in_batch"))
@@ -348,6 +459,57 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             return total / supervised.sum().clamp(min=1)
         return total / torch.as_tensor(num_items_in_batch, device=total.device)
 
+    def depth_supervised_loss(self, hidden_states, labels, written, num_items_in_batch=None) -> torch.Tensor:
+        """The loss of Eq. 6 with the depth head: every answer token of the flat layout, scored once.
+
+        Text targets (`labels`, packed ids removed) are scored by the LM head as in [`supervised_loss`]. Each
+        written position (`written`: its packed id where the model writes one, -100 elsewhere) is predicted from the
+        LLM's hidden state one step before it: the depth head, teacher-forced with the position's own codes, gives
+        the D code distributions. The result is the mean over text targets and D codes per written position (or
+        their sum over `num_items_in_batch`, which then counts a written position as D items; the Stage II trainer
+        counts so), the same normalisation as the flat head's loss over the same tokens.
+        """
+        targets = labels[:, 1:].to(hidden_states.device)
+        supervised = targets != -100
+        text_logits = self.lm_head(hidden_states[:, :-1][supervised])  # (n_text, V)
+        total = nn.functional.cross_entropy(text_logits.float(), targets[supervised], reduction="sum")
+        packed = written[:, 1:].to(hidden_states.device)
+        positions = packed != -100
+        codes = self.visual_tokenizer.unpack_codes(packed[positions]).to(hidden_states.device)  # (n, D)
+        before = hidden_states[:, :-1][positions]  # (n, c): the state that predicts each written position
+        if codes.shape[0]:
+            outputs = self.depth_head(
+                before, self.get_input_embeddings()(codes[:, :-1]).to(before)
+            )  # (n, D, c)
+            code_logits = nn.functional.linear(outputs, *self.code_head())  # (n, D, K)
+            rows = self.visual_tokenizer.codebook.rows_of(codes).to(hidden_states.device)  # (n, D) in [0, K)
+            total = total + nn.functional.cross_entropy(
+                code_logits.flatten(0, 1).float(), rows.flatten(), reduction="sum"
+            )
+        else:
+            # No image written in this batch: one dummy position weighted 0, so that every depth-head parameter
+            # still gets a (zero) gradient, as DDP needs on every rank (attention cannot run on zero rows).
+            dummy = (
+                self.visual_tokenizer.codebook.visual_ids[:1]
+                .to(hidden_states.device)
+                .expand(1, codes.shape[1])
+            )
+            outputs = self.depth_head(hidden_states[:1, 0], self.get_input_embeddings()(dummy[:, :-1]))
+            total = total + 0.0 * outputs.sum()
+        if num_items_in_batch is None:
+            return total / (supervised.sum() + codes.numel()).clamp(min=1)
+        return total / torch.as_tensor(num_items_in_batch, device=total.device)
+
+    def code_head(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The depth head's output layer: the LM head's `(weight, bias)` rows of the K visual ids, `(K, c)`.
+
+        Scoring the codes only (not the whole vocabulary) is what makes a depth step cheap when K is a small part
+        of the vocabulary (2,048 of SmolLM2's 49,155 ids in the benchmarks), and the rows stay the LLM's own.
+        """
+        visual_ids = self.visual_tokenizer.codebook.visual_ids.to(self.lm_head.weight.device)
+        bias = self.lm_head.bias[visual_ids] if self.lm_head.bias is not None else None
+        return self.lm_head.weight[visual_ids], bias
+
     # ---- generation ------------------------------------------------------------------------------
     def image_span_processor(self) -> UniCodeImageSpanLogitsProcessor:
         return UniCodeImageSpanLogitsProcessor(
@@ -357,6 +519,102 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             image_end_token_id=self.config.image_end_token_id,
             vocab_size=self.config.text_config.vocab_size,
         )
+
+    def _depth_writing_step(self, input_ids, pixel_values, attention_mask, position_ids, cache):
+        """One `generate` step of depth-head image generation: next-token logits `(B, 1, V)` and the cache.
+
+        `generate` (and the unconditional branch of its CFG processor, which calls the model with its own cache)
+        feeds the image's h*w*D code ids one at a time, exactly as for the flat head. Here a code that leaves its
+        position unfinished costs one depth-head step; the D-th code of a position is packed and read by the LLM
+        in one step (the same F as for reading), whose hidden state starts the next position. So an image costs
+        h*w LLM steps after the prompt. `generate` cannot take these steps itself: its sequence, mask and cache
+        advance together one id at a time, so the LLM's own mask and positions are kept here, on the LLM cache.
+        """
+        depth, positions = self.config.visual_config.codes_per_position, self.config.image_seq_length
+        state = getattr(cache, "unicode_depth_state", None)
+        if state is None:  # prefill: the prompt, which ends with <|image_start|>
+            if not bool((input_ids[:, -1] == self.config.image_start_token_id).all()):
+                raise ValueError(
+                    "Depth-head image generation starts from a prompt that ends with <|image_start|> (for CFG, "
+                    "negative_prompt_ids must end with it too)."
+                )
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            seen = cache.get_seq_length() if cache is not None else 0
+            outputs = self.model(
+                input_ids=input_ids,
+                pixel_values=pixel_values,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=True,
+            )
+            cache = getattr(outputs, CACHE_ARGUMENT)
+            next_position = (
+                position_ids[:, -1] + 1
+                if position_ids is not None
+                else torch.full_like(input_ids[:, 0], seen + input_ids.shape[1])
+            )
+            state = UniCodeDepthWritingState(
+                hidden=outputs.last_hidden_state[:, -1],
+                attention_mask=attention_mask,
+                next_position=next_position,
+                codes=input_ids[:, :0],
+                code_head=self.code_head(),
+            )
+            cache.unicode_depth_state = state
+            logits = self._depth_step_logits(state, None)
+        elif state.positions_written == positions:  # the image is complete: whatever follows is read as text
+            self._llm_step(state, input_ids[:, -1:], cache)
+            logits = self.lm_head(state.hidden)
+        else:
+            code = input_ids[:, -1]
+            state.codes = torch.cat([state.codes, code[:, None]], dim=1)
+            if state.codes.shape[1] < depth:
+                logits = self._depth_step_logits(state, code)
+            else:
+                packed = self.visual_tokenizer.pack_codes(state.codes)[:, None]  # (B, 1)
+                self._llm_step(state, packed, cache)
+                state.codes, state.positions_written = state.codes[:, :0], state.positions_written + 1
+                # The LM head runs only where its logits are used (the closing marker after the last position):
+                # on SmolLM2 it is a quarter of an LLM step.
+                if state.positions_written < positions:
+                    logits = self._depth_step_logits(state, None)
+                else:
+                    logits = self.lm_head(state.hidden)
+        return CausalLMOutputWithPast(logits=logits[:, None], **{CACHE_ARGUMENT: cache})
+
+    def _llm_step(self, state: UniCodeDepthWritingState, ids: torch.LongTensor, cache) -> None:
+        """One LLM step on `ids (B, 1)` (a packed position or a text id) at the LLM's own position."""
+        state.attention_mask = torch.cat([state.attention_mask, torch.ones_like(ids)], dim=1)
+        outputs = self.model(
+            input_ids=ids,
+            attention_mask=state.attention_mask,
+            position_ids=state.next_position[:, None],
+            cache=cache,
+            use_cache=True,
+        )
+        state.hidden, state.next_position = outputs.last_hidden_state[:, -1], state.next_position + 1
+
+    def _depth_step_logits(
+        self, state: UniCodeDepthWritingState, code: torch.LongTensor | None
+    ) -> torch.Tensor:
+        """Logits `(B, V)` of the position's next code: depth index 0 from the LLM state, then from the last code.
+
+        The head scores the K codes; `generate` and its processors work on vocabulary-wide scores, so the other ids
+        get the lowest finite value (the span processor then excludes them; a finite value, not -inf, because CFG
+        subtracts two log-softmaxes and -inf - -inf would be NaN).
+        """
+        if code is None:
+            output, state.head_cache = self.depth_head.step(state.hidden, 0, None)
+        else:
+            row = self.get_input_embeddings()(code).to(state.hidden)
+            output, state.head_cache = self.depth_head.step(row, state.codes.shape[1], state.head_cache)
+        code_logits = nn.functional.linear(output, *state.code_head)  # (B, K)
+        lowest = torch.finfo(code_logits.dtype).min
+        logits = code_logits.new_full((output.shape[0], self.lm_head.out_features), lowest)
+        visual_ids = self.visual_tokenizer.codebook.visual_ids.to(logits.device)
+        return logits.index_copy_(1, visual_ids, code_logits)
 
     def generate(
         self,
@@ -378,6 +636,10 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             guidance_scale (`float`, *optional*): classifier-free guidance, transformers' own
                 `UnbatchedClassifierFreeGuidanceLogitsProcessor`; the unconditional branch reads
                 `negative_prompt_ids`, by default just the image-start marker. 1.0 (or `None`) is no guidance.
+
+        With the depth head (`config.image_head="depth"`) image generation returns the same h*w*D code ids, sampled
+        by the same `generate` (its sampling, seeding, CFG and the span processor act on each code as for the flat
+        head), but the LLM runs once per position, h*w times after the prompt, and the depth head once per code.
         """
         if generation_mode not in ("text", "image"):
             raise ValueError(f"generation_mode must be 'text' or 'image'; got {generation_mode!r}.")
@@ -411,6 +673,27 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             kwargs.pop("max_length", None)
             kwargs.setdefault("do_sample", True)
             inputs = input_ids
+            if self.depth_head is not None:
+                config = generation_config or self.generation_config
+                if kwargs.get("num_beams", getattr(config, "num_beams", 1) or 1) > 1:
+                    raise ValueError(
+                        "Depth-head image generation samples or decodes greedily; num_beams must be 1."
+                    )
+                if kwargs.get("use_cache", True) is False:
+                    raise ValueError(
+                        "Depth-head image generation needs the key/value cache; leave use_cache on."
+                    )
+                kwargs["use_cache"] = True
+                self._writing_image = True
+                try:
+                    return super().generate(
+                        inputs=inputs,
+                        generation_config=generation_config,
+                        logits_processor=processors,
+                        **kwargs,
+                    )
+                finally:
+                    self._writing_image = False
         return super().generate(
             inputs=inputs, generation_config=generation_config, logits_processor=processors, **kwargs
         )
@@ -426,6 +709,7 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         base_model: str | None = None,
         training_datasets: list[str] | None = None,
         return_processor: bool = False,
+        **config_kwargs,
     ):
         """Assemble UniCode from a pretrained causal LM and a Stage I visual tokenizer built from it.
 
@@ -440,6 +724,7 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             base_model, training_datasets: recorded in the config for the model card.
             return_processor (`bool`, *optional*, defaults to `False`): also return the matching
                 `UniCodeProcessor`.
+            config_kwargs: further [`UniCodeConfig`] fields, e.g. `image_head="depth"`, `depth_num_layers=2`.
         """
         from .llm_utils import load_llm
 
@@ -481,6 +766,7 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
             image_end_token_id=tokenizer.image_end_token_id,
             base_model=base_model or _hub_name(llm),
             training_datasets=training_datasets,
+            **config_kwargs,
         )
         # Built on the meta device and then handed the real modules, so a 7B LLM is never allocated twice.
         with torch.device("meta"):
@@ -488,6 +774,16 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         model.model.language_model = llm.base_model
         model.model.visual_tokenizer = visual_tokenizer.eval().requires_grad_(False)
         model.lm_head = llm.get_output_embeddings()
+        if (
+            model.depth_head is not None
+        ):  # new weights: built for real, from a fixed seed like the marker rows
+            with torch.random.fork_rng(devices=[weight.device] if weight.device.type == "cuda" else []):
+                torch.manual_seed(0)
+                with torch.device(weight.device):
+                    model.depth_head = UniCodeDepthHead(config).to(weight.dtype)
+                for module in model.depth_head.modules():
+                    if isinstance(module, (nn.Linear, nn.Embedding)):
+                        model._init_weights(module)
         model.generation_config = llm.generation_config
         if config.tie_word_embeddings:
             model.tie_weights()
@@ -533,4 +829,4 @@ class UniCodeForCausalLM(UniCodePreTrainedModel, GenerationMixin):
         return result
 
 
-__all__ = ["UniCodeForCausalLM", "UniCodeModel", "UniCodePreTrainedModel"]
+__all__ = ["UniCodeDepthHead", "UniCodeForCausalLM", "UniCodeModel", "UniCodePreTrainedModel"]

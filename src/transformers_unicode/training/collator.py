@@ -21,7 +21,8 @@ class UniCodeDataCollator:
        included); without `assistant_masks` every token is a target;
     2. an image the model **reads** (packed ids, one per position) is never a target, wherever it is;
     3. an image the model **writes** (`<|image_start|>`, h*w*D code ids, `<|image_end|>` in an assistant
-       turn) is an ordinary target;
+       turn) is an ordinary target; with `image_head="depth"` it is written as h*w packed ids, and those
+       packed ids (in an assistant turn only) are the depth head's targets;
     4. padding is never a target.
 
     The model masks rule 2 itself too, but TRL's fused LM head computes the loss outside the model, so the
@@ -32,6 +33,8 @@ class UniCodeDataCollator:
         padding_side (`str`, *optional*, defaults to `"right"`): training pads on the right.
         pad_to_multiple_of (`int`, *optional*): round the batch length up (tensor-core friendly shapes).
         max_length (`int`, *optional*): refuse longer samples (cutting one could cut an image span in two).
+        image_head (`str`, *optional*, defaults to `"flat"`): the model's `config.image_head`; `"depth"` keeps the
+            packed ids of assistant turns as targets (rule 3).
 
     Example:
 
@@ -47,10 +50,13 @@ class UniCodeDataCollator:
     padding_side: str = "right"
     pad_to_multiple_of: int | None = None
     max_length: int | None = None
+    image_head: str = "flat"
 
     def __post_init__(self):
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right'; got {self.padding_side!r}.")
+        if self.image_head not in ("flat", "depth"):
+            raise ValueError(f"image_head must be 'flat' or 'depth'; got {self.image_head!r}.")
 
     @classmethod
     def from_processor(cls, processor, **kwargs) -> UniCodeDataCollator:
@@ -76,6 +82,7 @@ class UniCodeDataCollator:
                     "max_length or drop long samples (truncating could cut an image span)."
                 )
             target = ids.clone()
+            answer = None
             if "assistant_masks" in example and example["assistant_masks"] is not None:
                 answer = torch.as_tensor(example["assistant_masks"], dtype=torch.bool)
                 if answer.shape != ids.shape:
@@ -83,7 +90,10 @@ class UniCodeDataCollator:
                         f"Sample {index}: assistant_masks has {answer.numel()} entries for {ids.numel()} input_ids."
                     )
                 target[~answer] = IGNORE_INDEX  # rule 1
-            target[ids >= PACKED_CODE_OFFSET] = IGNORE_INDEX  # rule 2
+            packed = ids >= PACKED_CODE_OFFSET
+            if self.image_head == "depth" and answer is not None:
+                packed &= ~answer  # rule 3: packed ids in an answer are an image the depth head writes
+            target[packed] = IGNORE_INDEX  # rule 2
             rows.append(ids)
             labels.append(target)
         length = max(row.numel() for row in rows)

@@ -124,8 +124,17 @@ class QuickstartArguments:
     # the same group answers; and LoRA at a constant 1e-3 broke on group questions by 1,920 samples (README).
     sft_learning_rate: float = field(default=3e-4, metadata={"help": "Stage II learning rate."})
     seed: int = field(default=0, metadata={"help": "Seed of both training stages (drawing: --draw_seed)."})
+    image_head: str = field(
+        default="flat",
+        metadata={
+            "help": "How the model writes images: 'flat' (h*w*D LLM steps, UniCode's layout) or 'depth' (h*w LLM "
+            "steps and a small depth head for the D codes of each position; issue 16)."
+        },
+    )
 
     def __post_init__(self):
+        if self.image_head not in ("flat", "depth"):
+            raise ValueError(f"--image_head must be 'flat' or 'depth', got {self.image_head!r}.")
         for name in ("tokenizer_steps", "tokenizer_batch_size", "sft_steps", "sft_batch_size", "sft_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
@@ -315,6 +324,7 @@ class Quickstart:
             tokenizer=llm_tokenizer,
             training_datasets=["openmoji"],
             return_processor=True,
+            image_head=a.image_head,
         )
         script_args = SFTScriptArguments(
             llm=a.llm,

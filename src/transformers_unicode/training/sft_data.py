@@ -7,7 +7,9 @@ tokenizer, so Stage II never runs the visual encoder and a second run reads the 
 
 An image in a conversation takes the form of its role:
 - read (system or user turn): `<|image_start|>`, one packed id per position (h*w), `<|image_end|>`;
-- written (assistant turn, a target): `<|image_start|>`, h*w*D code ids, `<|image_end|>`.
+- written (assistant turn, a target): `<|image_start|>`, h*w*D code ids, `<|image_end|>`; for a model with the
+  depth head (`image_head="depth"`), `<|image_start|>`, h*w packed ids, `<|image_end|>`: the LLM reads what it
+  writes with the same F, and the depth head predicts each position's D codes.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ SFT_FEATURES = datasets.Features(
 )
 
 
-def encode_conversation(messages: list[dict], image_codes: list[torch.Tensor], processor) -> dict:
+def encode_conversation(
+    messages: list[dict], image_codes: list[torch.Tensor], processor, image_head: str = "flat"
+) -> dict:
     """One conversation -> `{"input_ids", "assistant_masks"}` through the chat template.
 
     Args:
@@ -42,7 +46,10 @@ def encode_conversation(messages: list[dict], image_codes: list[torch.Tensor], p
         image_codes (`list[torch.LongTensor]`): the codes of each image item in order, `(h, w, D)` or `(n, D)`
             for a part of an image (decompression).
         processor ([`UniCodeProcessor`]): its tokenizer's chat template, markers and visual tokenizer.
+        image_head (`str`, *optional*, defaults to `"flat"`): the model's `config.image_head`; how a written image
+            is laid out (D code ids per position, or one packed id per position for the depth head).
     """
+    _check_image_head(image_head)
     tokenizer = processor.tokenizer
     rendered = tokenizer.apply_chat_template(
         messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
@@ -61,8 +68,12 @@ def encode_conversation(messages: list[dict], image_codes: list[torch.Tensor], p
         input_ids += ids[previous:slot]
         assistant_masks += mask[previous:slot]
         positions = codes.reshape(-1, codes.shape[-1])  # (n, D)
-        if mask[slot]:  # written: every code is a target, markers included
+        if mask[slot] and image_head == "flat":  # written: every code is a target, markers included
             span = [start, *positions.flatten().tolist(), end]
+        elif mask[
+            slot
+        ]:  # written through the depth head: one packed id per position, each a target of D codes
+            span = [start, *processor.visual_tokenizer.pack_codes(positions).tolist(), end]
         else:  # read: one packed id per position, never a target
             span = [start, *processor.visual_tokenizer.pack_codes(positions).tolist(), end]
         input_ids += span
@@ -73,11 +84,18 @@ def encode_conversation(messages: list[dict], image_codes: list[torch.Tensor], p
     return {"input_ids": input_ids, "assistant_masks": assistant_masks}
 
 
-def decompression_sample(codes: torch.Tensor, num_segments: int, processor) -> dict:
+def _check_image_head(image_head: str) -> None:
+    if image_head not in ("flat", "depth"):
+        raise ValueError(f"image_head must be 'flat' or 'depth'; got {image_head!r}.")
+
+
+def decompression_sample(codes: torch.Tensor, num_segments: int, processor, image_head: str = "flat") -> dict:
     """The in-context decompression task (Eq. 4-5) for one image's `(h, w, D)` code map.
 
     The h*w positions are cut, in raster order, into `num_segments` consecutive parts; turn t shows part t
-    as the model reads it (aggregated embeddings: packed ids) and answers with its D codes per position.
+    as the model reads it (aggregated embeddings: packed ids) and answers with its D codes per position. With the
+    depth head the answer is written through the head (see [`encode_conversation`]): the target is still the D
+    codes of every position, predicted by the depth head.
     """
     if codes.dim() != 3:
         raise ValueError(f"A code map is (h, w, D); got shape {tuple(codes.shape)}.")
@@ -92,7 +110,7 @@ def decompression_sample(codes: torch.Tensor, num_segments: int, processor) -> d
         messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]})
         messages.append({"role": "assistant", "content": [{"type": "image"}]})
         parts += [positions[part], positions[part]]
-    return encode_conversation(messages, parts, processor)
+    return encode_conversation(messages, parts, processor, image_head=image_head)
 
 
 def _visual_tokenizer_fingerprint(processor) -> str:
@@ -140,12 +158,15 @@ def tokenize_conversations(
     task: str = "conversation",
     cache_dir: str | None = None,
     batch_size: int = 64,
+    image_head: str = "flat",
 ) -> datasets.Dataset:
     """Conversation records (`messages`, `images`) -> Stage II samples (`input_ids`, `assistant_masks`, `task`).
 
     The images of a batch go through the visual tokenizer together; with `cache_dir` the result is written
     there under a fingerprint of the data and of the visual tokenizer, and read back on the next run.
+    `image_head` is the model's (see [`encode_conversation`]).
     """
+    _check_image_head(image_head)
     missing = {"messages", "images"} - set(dataset.column_names)
     if missing:
         raise ValueError(
@@ -154,23 +175,23 @@ def tokenize_conversations(
         )
     return _map_cached(
         dataset,
-        lambda batch: _tokenize_batch(batch, processor, task),
+        lambda batch: _tokenize_batch(batch, processor, task, image_head),
         processor,
         task,
-        settings="",
+        settings="" if image_head == "flat" else f"image_head={image_head}",
         cache_dir=cache_dir,
         batch_size=batch_size,
     )
 
 
-def _tokenize_batch(batch, processor, task):
+def _tokenize_batch(batch, processor, task, image_head="flat"):
     images = [image for record_images in batch["images"] for image in record_images]
     codes = list(processor.encode_images(images)) if images else []
     output, next_image = {"input_ids": [], "assistant_masks": [], "task": []}, 0
     for messages, record_images in zip(batch["messages"], batch["images"], strict=True):
         record_codes = codes[next_image : next_image + len(record_images)]
         next_image += len(record_images)
-        sample = encode_conversation(chat_messages(messages), record_codes, processor)
+        sample = encode_conversation(chat_messages(messages), record_codes, processor, image_head=image_head)
         output["input_ids"].append(sample["input_ids"])
         output["assistant_masks"].append(sample["assistant_masks"])
         output["task"].append(task)
@@ -184,14 +205,16 @@ def build_decompression_dataset(
     image_column: str = "image",
     cache_dir: str | None = None,
     batch_size: int = 64,
+    image_head: str = "flat",
 ) -> datasets.Dataset:
     """One decompression sample per image of `images` (see [`decompression_sample`])."""
+    _check_image_head(image_head)
     if image_column not in images.column_names:
         raise ValueError(f"No {image_column!r} column in the image dataset (columns: {images.column_names}).")
 
     def function(batch):
         codes = processor.encode_images(batch[image_column])
-        samples = [decompression_sample(c, num_segments, processor) for c in codes]
+        samples = [decompression_sample(c, num_segments, processor, image_head) for c in codes]
         return {
             "input_ids": [s["input_ids"] for s in samples],
             "assistant_masks": [s["assistant_masks"] for s in samples],
@@ -203,7 +226,7 @@ def build_decompression_dataset(
         function,
         processor,
         "decompression",
-        settings=f"segments={num_segments}",
+        settings=f"segments={num_segments}" + ("" if image_head == "flat" else f",image_head={image_head}"),
         cache_dir=cache_dir,
         batch_size=batch_size,
     )

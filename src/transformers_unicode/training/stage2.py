@@ -22,7 +22,7 @@ from transformers import AutoConfig, Trainer
 from transformers.utils import logging
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
-from ..modeling.configuration_unicode import UniCodeConfig, UniCodeVisualTokenizerConfig
+from ..modeling.configuration_unicode import PACKED_CODE_OFFSET, UniCodeConfig, UniCodeVisualTokenizerConfig
 from .checkpointing import AtomicCheckpointMixin
 from .collator import UniCodeDataCollator
 from .io import atomic_write_json
@@ -98,9 +98,34 @@ class UniCodeSFTTrainer(AtomicCheckpointMixin, SFTTrainer):
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if not self.model.training:
+        # TRL's evaluation head scores the LM head alone; with the depth head the codes are the depth head's, so
+        # the model's own loss is the only right one there too.
+        if not self.model.training and self._image_head() == "flat":
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    def _image_head(self) -> str:
+        config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
+        return getattr(config, "image_head", "flat")
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        """The Trainer's count of targets for `num_items_in_batch`; with the depth head a written position (one
+        packed id in the labels) is D targets, its D codes, as in [`UniCodeForCausalLM.depth_supervised_loss`]."""
+        if self._image_head() == "depth" and batch_samples and "labels" in batch_samples[0]:
+            config = self.accelerator.unwrap_model(self.model).config
+            extra = config.visual_config.codes_per_position - 1
+            counted = []
+            for batch in batch_samples:
+                shifted = batch["labels"][..., 1:]
+                written = (shifted >= PACKED_CODE_OFFSET).flatten()
+                # The base class counts the entries of `shift_labels` that are not -100: the labels, plus D - 1
+                # entries for every written position. This copy only feeds the count.
+                more = torch.where(written, 0, -100).repeat(extra)
+                counted.append(
+                    {"labels": batch["labels"], "shift_labels": torch.cat([shifted.flatten(), more])}
+                )
+            batch_samples = counted
+        return super()._get_num_items_in_batch(batch_samples, device)
 
 
 def load_model_and_processor(model_args: ModelConfig, script_args: SFTScriptArguments):
@@ -169,12 +194,13 @@ def lora_target_modules(model, names=None) -> str:
 
 
 def build_sft_dataset(
-    script_args: SFTScriptArguments, processor, cache_dir: str | None, report: dict
+    script_args: SFTScriptArguments, processor, cache_dir: str | None, report: dict, image_head: str = "flat"
 ) -> datasets.Dataset:
     """The Stage II mixture, tokenised once (cached) so training never runs the visual encoder.
 
     The mixture is drawn first and only the records it uses are tokenised: a bounded run on a large
-    source does not pay for encoding every image.
+    source does not pay for encoding every image. `image_head` is the model's: it decides how written images
+    are laid out (see `sft_data.encode_conversation`).
     """
     if script_args.mixture == DEFAULT_MIXTURE and script_args.dataset != "openmoji":
         # The default names OpenMoji's tasks; for a user's data it means: all of it, plus decompression.
@@ -236,10 +262,16 @@ def build_sft_dataset(
         subset = sources[name].select(used)
         if name == "decompression":
             tokenized = build_decompression_dataset(
-                subset, processor, num_segments=script_args.decompression_segments, cache_dir=cache_dir
+                subset,
+                processor,
+                num_segments=script_args.decompression_segments,
+                cache_dir=cache_dir,
+                image_head=image_head,
             )
         else:
-            tokenized = tokenize_conversations(subset, processor, task=name, cache_dir=cache_dir)
+            tokenized = tokenize_conversations(
+                subset, processor, task=name, cache_dir=cache_dir, image_head=image_head
+            )
         tokenized = tokenized.select(np.searchsorted(used, indices))
         parts.append(tokenized.add_column("length", batching_lengths(name, tokenized["input_ids"])))
     return datasets.concatenate_datasets(parts).shuffle(seed=0).flatten_indices()
@@ -316,12 +348,15 @@ def run_sft(
     if model is None:
         model, processor = load_model_and_processor(model_args, script_args)
     cache_dir = script_args.dataset_cache_dir or os.path.join(training_args.output_dir, "dataset_cache")
+    image_head = getattr(model.config, "image_head", "flat")
     report: dict = {}
     with training_args.main_process_first(desc="Stage II data"):
-        train_dataset = build_sft_dataset(script_args, processor, cache_dir, report)
+        train_dataset = build_sft_dataset(script_args, processor, cache_dir, report, image_head)
     peft_config = get_peft_config(model_args)
     if peft_config is not None:
         peft_config.target_modules = lora_target_modules(model, model_args.lora_target_modules)
+        if image_head == "depth":  # LoRA adapts the LLM; the small depth head is new, so it is trained whole
+            peft_config.modules_to_save = [*(peft_config.modules_to_save or []), "depth_head"]
     evaluate = script_args.dataset == "openmoji" and script_args.eval_limit > 0
     results = {"data": {"samples": len(train_dataset), "records": report}}
     if evaluate and resume_from_checkpoint is None and training_args.process_index == 0:
@@ -334,7 +369,9 @@ def run_sft(
         args=training_args,
         train_dataset=train_dataset,
         processing_class=processor,
-        data_collator=UniCodeDataCollator.from_processor(processor, max_length=training_args.max_length),
+        data_collator=UniCodeDataCollator.from_processor(
+            processor, max_length=training_args.max_length, image_head=image_head
+        ),
         peft_config=peft_config,
         callbacks=callbacks,
     )

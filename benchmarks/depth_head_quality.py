@@ -1,0 +1,190 @@
+"""Flat against depth head at equal Stage II time (issue 16): the code-token loss on held-out drawings.
+
+A measurement script, not a test: it prints a table and never fails on the figures.
+
+    . .venv/bin/activate
+    python benchmarks/depth_head_quality.py --tokenizer runs/tokenizer --minutes 10   # SmolLM2, ~25 minutes
+    python benchmarks/depth_head_quality.py --tiny --minutes 0.2                      # checks the script
+
+What it measures. For each head, the same Stage I tokenizer (`--tokenizer`, a `train-tokenizer` folder) is
+assembled with SmolLM2 (`from_llm(..., image_head=...)`), and Stage II runs through `run_sft` on OpenMoji
+drawings (`text_to_image` and `group_to_image`), with the quickstart's LoRA (r 64 on every linear layer of the
+LLM, lr 3e-4, batches of 8), for the same wall-clock budget (`--minutes`, counted from the first step; a
+callback stops the run). Then both are scored on the same held-out drawings (OpenMoji's test split, written
+as `text_to_image` answers): the mean negative log-likelihood of the image's h*w*D codes given the prompt and
+the codes before them (teacher forcing), with the softmax over the K visual codes for both heads (the flat
+head's logits restricted to the visual ids, as the span processor restricts them in generation). The flat
+head's NLL over the whole vocabulary is printed beside it. Class-conditional drawing accuracy is not measured
+here (it needs the evaluation's group judge and h*w*D-step generation of every drawing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from _machine import cpu_model, package_versions
+
+from transformers_unicode import PACKED_CODE_OFFSET
+from transformers_unicode.training.callbacks import TimeBudgetCallback
+
+
+class BudgetFromFirstStep(TimeBudgetCallback):
+    """The quickstart's time budget, counted from the start of training (not from the dataset build)."""
+
+    def __init__(self, seconds: float):
+        super().__init__(deadline=float("inf"))
+        self.seconds = seconds
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = self.clock()
+        self.deadline = self.started + self.seconds
+
+
+def build(args, image_head: str):
+    from transformers_unicode import UniCodeForCausalLM, UniCodeVisualTokenizer, load_llm
+
+    if args.tiny:
+        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+        from conftest import tiny_unicode
+
+        return tiny_unicode(image_head=image_head)
+    llm, tokenizer = load_llm("embedded")
+    visual = UniCodeVisualTokenizer.from_pretrained(args.tokenizer)
+    return UniCodeForCausalLM.from_llm(
+        llm, visual, tokenizer=tokenizer, return_processor=True, image_head=image_head
+    )
+
+
+def train(model, processor, args, output_dir: str) -> dict:
+    from trl import ModelConfig, SFTConfig
+
+    from transformers_unicode.training.stage2 import SFTScriptArguments, run_sft
+
+    budget = BudgetFromFirstStep(60 * args.minutes)
+    script = SFTScriptArguments(
+        mixture="text_to_image=1,group_to_image=1",
+        num_samples=args.samples,
+        train_limit=args.train_limit,
+        eval_limit=0,
+        merge_lora=True,
+    )
+    config = SFTConfig(
+        output_dir=output_dir,
+        max_steps=10**6,  # the budget stops it
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.lr,
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        max_length=None,
+        disable_tqdm=True,
+        seed=0,
+        data_seed=0,
+    )
+    lora = ModelConfig(use_peft=True, lora_r=64, lora_alpha=128, lora_target_modules=["all-linear"])
+    results = run_sft(script, config, lora, model=model, processor=processor, callbacks=[budget])
+    return {"steps": budget.stopped_at, "seconds": results["train"]["seconds"], "output_dir": output_dir}
+
+
+@torch.no_grad()
+def held_out_code_nll(model, processor, image_head: str, images: int, batch_size: int) -> dict:
+    """Mean NLL per code of held-out drawings (softmax over the K codes; the flat head's over V too)."""
+    from transformers_unicode.data.openmoji import load_openmoji
+    from transformers_unicode.data.openmoji_conversations import openmoji_conversations
+    from transformers_unicode.training.collator import UniCodeDataCollator
+    from transformers_unicode.training.sft_data import tokenize_conversations
+
+    size = processor.visual_tokenizer.config.image_size
+    test = load_openmoji(split="test", size=size, limit=images)
+    samples = tokenize_conversations(
+        openmoji_conversations("text_to_image", images=test), processor, image_head=image_head
+    )
+    collate = UniCodeDataCollator.from_processor(processor, image_head=image_head)
+    codebook = model.visual_tokenizer.codebook
+    total, total_vocab, count = 0.0, 0.0, 0
+    model.eval()
+    for begin in range(0, len(samples), batch_size):
+        batch = collate([samples[i] for i in range(begin, min(begin + batch_size, len(samples)))])
+        hidden = model.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
+        targets, before = batch["labels"][:, 1:], hidden[:, :-1]
+        if image_head == "flat":
+            # The codes are the targets inside the written image span (a text id may be a visual id too).
+            is_code = processor.image_span_mask(batch["input_ids"])[:, 1:].bool() & (targets != -100)
+            logits = model.lm_head(before[is_code])  # (n, V)
+            codes = targets[is_code]
+            total_vocab += float(F.cross_entropy(logits, codes, reduction="sum"))
+            total += float(
+                F.cross_entropy(logits[:, codebook.visual_ids], codebook.rows_of(codes), reduction="sum")
+            )
+            count += codes.numel()
+        else:
+            written = targets >= PACKED_CODE_OFFSET  # the packed ids of the written positions
+            codes = model.visual_tokenizer.unpack_codes(targets[written])  # (n, D)
+            outputs = model.depth_head(before[written], model.get_input_embeddings()(codes[:, :-1]))
+            logits = F.linear(outputs, *model.code_head())  # (n, D, K)
+            total += float(
+                F.cross_entropy(logits.flatten(0, 1), codebook.rows_of(codes).flatten(), reduction="sum")
+            )
+            count += codes.numel()
+    return {
+        "codes": count,
+        "nll_over_codes": total / count,
+        "nll_over_vocabulary": total_vocab / count if image_head == "flat" else None,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tokenizer", default="runs/tokenizer", help="a Stage I tokenizer folder")
+    parser.add_argument("--minutes", type=float, default=10.0, help="Stage II budget per head")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--samples", type=int, default=2000, help="samples in the Stage II mixture")
+    parser.add_argument("--train-limit", type=int, default=None, help="training emoji (default: all)")
+    parser.add_argument("--eval-images", type=int, default=64, help="held-out drawings scored")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tiny", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.tiny:
+        args.samples, args.train_limit, args.eval_images = 32, 16, 8
+    rows = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for head in ("flat", "depth"):
+            model, processor = build(args, head)
+            started = time.perf_counter()
+            run = train(model, processor, args, os.path.join(scratch, head))
+            score = held_out_code_nll(model, processor, head, args.eval_images, args.batch_size)
+            rows[head] = {**run, **score, "wall": time.perf_counter() - started}
+    print(f"# {cpu_model()}, {args.threads} threads; {package_versions('torch', 'transformers', 'trl')}")
+    print(
+        f"# {'tiny random Llama' if args.tiny else 'SmolLM2-135M-Instruct + ' + args.tokenizer}; Stage II budget "
+        f"{args.minutes:g} min per head on text_to_image + group_to_image, LoRA r 64, lr {args.lr:g}, batch "
+        f"{args.batch_size}; load average {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        "| head | Stage II steps | samples seen | train s | held-out codes | NLL / code (over K codes) | over V |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for head, row in rows.items():
+        steps = row["steps"]
+        seen = "-" if steps is None else steps * args.batch_size
+        vocab = "-" if row["nll_over_vocabulary"] is None else f"{row['nll_over_vocabulary']:.3f}"
+        print(
+            f"| {head} | {steps} | {seen} | {row['seconds']:.0f} | {row['codes']} | {row['nll_over_codes']:.3f} | "
+            f"{vocab} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
