@@ -400,7 +400,9 @@ def test_codebook_sync_callback_follows_the_tuned_table_under_sfttrainer(tmp_pat
     assert (codebook.embedding - table()).norm() < 0.2 * (start - table()).norm()  # 4 pulls of 0.5 each
 
 
-def test_two_process_sft_keeps_identical_replicas(tmp_path):
+@pytest.mark.parametrize("image_head", ["flat", "depth"])
+def test_two_process_sft_keeps_identical_replicas(tmp_path, image_head):
+    """DDP on CPU: the replicas end bit-identical, the depth head's (issue 16) included, and training moved it."""
     command = [
         sys.executable,
         "-m",
@@ -410,6 +412,7 @@ def test_two_process_sft_keeps_identical_replicas(tmp_path):
         "2",
         os.path.join(HERE, "scripts", "ddp_sft.py"),
         str(tmp_path),
+        image_head,
     ]
     env = {
         **os.environ,
@@ -423,6 +426,9 @@ def test_two_process_sft_keeps_identical_replicas(tmp_path):
     assert all(torch.isfinite(torch.tensor(rank0["losses"]))) and len(rank0["losses"]) == 3
     for key, value in rank0["state"].items():
         assert torch.equal(value, rank1["state"][key]), key
+    if image_head == "depth":
+        untrained = tiny_unicode(image_head="depth")[0].state_dict()["depth_head.input_projection.weight"]
+        assert not torch.equal(rank0["state"]["depth_head.input_projection.weight"], untrained)
     fresh, _ = tiny_unicode()
     assert not torch.equal(rank0["state"]["lm_head.weight"], fresh.lm_head.weight), (
         "training moved the weights"
