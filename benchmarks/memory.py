@@ -11,6 +11,11 @@ writes to `report.json` (`peak_memory_gb`) can then be compared with these.
     python benchmarks/memory.py                       # ~20 min on 2 cores (the evaluation is most); a table
     python benchmarks/memory.py --tokenizer_steps 20 --sft_steps 4 --out runs/memory
     python benchmarks/memory.py --sft_variants 8 4 2 8+ckpt 2+ckpt   # Stage II only, one process per setting
+    python benchmarks/memory.py --one_process                         # the main job as it runs: ~16 min
+
+`--one_process` runs the three stages one after another in one process, as the quickstart does, twice side by
+side: with the memory release the quickstart makes between stages (`release_memory`: `gc.collect()` and glibc's
+`malloc_trim`) and without it. A stage's peak there includes what the earlier stages left resident.
 
 `--sft_variants` answers "what holds Stage II's memory, and what does removing it cost": Stage I runs once,
 then Stage II once per setting, each in a fresh process from a copy of that run. A setting is the micro-batch
@@ -63,12 +68,40 @@ def run_stage(stage: str, out: str, tokenizer_steps: int, sft_steps: int, varian
     print(json.dumps(line), flush=True)
 
 
-def child(stage: str, out: str, args, variant: str | None = None) -> dict:
+def run_all(out: str, tokenizer_steps: int, sft_steps: int, release: bool) -> None:
+    """In the child process: the whole quickstart in this one process; each stage's peak as one JSON line."""
+    from transformers_unicode.training import quickstart as quickstart_module
+    from transformers_unicode.training.quickstart import Quickstart, QuickstartArguments
+
+    if not release:
+        quickstart_module.release_memory = lambda: False
+    arguments = QuickstartArguments(out=out, tokenizer_steps=tokenizer_steps, sft_steps=sft_steps)
+    report = Quickstart(arguments).run()
+    print(json.dumps({"peak_memory_gb": report["peak_memory_gb"]}), flush=True)
+
+
+def one_process(out: str, args) -> None:
+    print("The three stages in one process (GB of peak resident memory, each stage's own window):\n")
+    print("| between stages | Stage I | Stage II | evaluation | whole job |\n|---|---|---|---|---|")
+    for release in (True, False):
+        folder = os.path.join(out, "release" if release else "no-release")
+        shutil.rmtree(folder, ignore_errors=True)
+        peaks = child("all", folder, args, release=release)["peak_memory_gb"]
+        print(
+            f"| {'release_memory()' if release else 'nothing'} | {peaks['tokenizer']:.2f} | {peaks['sft']:.2f} | "
+            f"{peaks['evaluation']:.2f} | {max(peaks.values()):.2f} |",
+            flush=True,
+        )
+
+
+def child(stage: str, out: str, args, variant: str | None = None, release: bool = True) -> dict:
     """One stage in a fresh process; its JSON line."""
     command = [sys.executable, os.path.abspath(__file__), "--child", stage, "--out", out,
                "--tokenizer_steps", str(args.tokenizer_steps), "--sft_steps", str(args.sft_steps)]  # fmt: skip
     if variant:
         command += ["--variant", variant]
+    if not release:
+        command += ["--no_release"]
     lines = subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()
     return json.loads(next(line for line in reversed(lines) if line.startswith("{")))
 
@@ -102,15 +135,23 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--sft_variants", nargs="+", metavar="MICRO[+ckpt]", help="Stage II only, once per setting (above)"
     )
-    parser.add_argument("--child", choices=STAGES, help=argparse.SUPPRESS)
+    parser.add_argument("--one_process", action="store_true", help="all stages in one process (above)")
+    parser.add_argument("--child", choices=(*STAGES, "all"), help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--no_release", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child == "all":
+        run_all(args.out, args.tokenizer_steps, args.sft_steps, release=not args.no_release)
+        return
     if args.child:
         run_stage(args.child, args.out, args.tokenizer_steps, args.sft_steps, args.variant)
         return
     out = args.out or tempfile.mkdtemp(prefix="unicode-memory-")
     if args.sft_variants:
         sft_variants(out, args)
+        return
+    if args.one_process:
+        one_process(out, args)
         return
     peaks = {}
     for stage in STAGES:

@@ -246,3 +246,28 @@ def test_peak_memory_is_measured_per_window():
     assert during - before > 0.25
     reset_peak_memory()
     assert peak_memory_gb() < during - 0.25  # the new window no longer holds the freed block
+
+
+def test_release_memory_hands_freed_heap_back_to_the_os():
+    """What a stage freed but glibc kept in its heap is no longer resident after `release_memory` (issue 17 §1)."""
+    import ctypes
+    import ctypes.util
+
+    from transformers_unicode.training.memory import release_memory, resident_memory_gb
+
+    if resident_memory_gb() is None or not ctypes.util.find_library("c"):
+        pytest.skip("needs Linux's /proc and a C library to allocate from")
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    if not hasattr(libc, "malloc_trim"):
+        pytest.skip("this C library keeps its heap (no malloc_trim)")
+    libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+    blocks = [libc.malloc(64 * 1024) for _ in range(4800)]  # 300 MB of heap blocks, under the mmap threshold
+    for block in blocks:
+        ctypes.memset(block, 1, 64 * 1024)  # resident
+    for block in blocks[::2]:  # every other one: holes that the heap cannot give back by shrinking its top
+        libc.free(block)
+    kept = resident_memory_gb()
+    assert release_memory()
+    assert kept - resident_memory_gb() > 0.1  # 150 MB of holes
+    for block in blocks[1::2]:
+        libc.free(block)

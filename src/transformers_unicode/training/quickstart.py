@@ -30,7 +30,7 @@ from transformers.utils import logging
 from ..evaluation.suite import EvaluationArguments, evaluate_unicode, headline
 from .callbacks import TimeBudgetCallback
 from .io import atomic_write_json
-from .memory import peak_memory_gb, reset_peak_memory
+from .memory import peak_memory_gb, release_memory, reset_peak_memory
 
 logger = logging.get_logger(__name__)
 
@@ -401,6 +401,7 @@ class Quickstart:
             payload["seconds"] = self.clock() - begun
             payload["peak_memory_gb"] = round(peak_memory_gb(), 3)
             self._finish(stage, payload)
+            release_memory()  # what this stage freed must not stay resident under the next stage's peak
             print(
                 f"== {titles[stage]}: done in {_format_minutes(payload['seconds'])}, "
                 f"peak memory {payload['peak_memory_gb']:.2f} GB ==",
