@@ -28,16 +28,8 @@ import time
 
 import torch
 from _machine import cpu_model, package_versions
+from generation import REAL_VISUAL  # the same 8 x 8 x 4 tokenizer as the generation benchmark
 
-REAL_VISUAL = dict(
-    image_size=64,
-    latent_size=8,
-    patch_size=4,
-    block_out_channels=(64, 128),
-    quantizer="rq",
-    codes_per_position=4,
-    num_visual_codes=2048,
-)
 TARGET = 2.0
 
 
