@@ -70,11 +70,7 @@ def encode_conversation(
         positions = codes.reshape(-1, codes.shape[-1])  # (n, D)
         if mask[slot] and image_head == "flat":  # written: every code is a target, markers included
             span = [start, *positions.flatten().tolist(), end]
-        elif mask[
-            slot
-        ]:  # written through the depth head: one packed id per position, each a target of D codes
-            span = [start, *processor.visual_tokenizer.pack_codes(positions).tolist(), end]
-        else:  # read: one packed id per position, never a target
+        else:  # read, or written through the depth head: one packed id per position (its D codes the target)
             span = [start, *processor.visual_tokenizer.pack_codes(positions).tolist(), end]
         input_ids += span
         assistant_masks += [mask[slot]] * len(span)
