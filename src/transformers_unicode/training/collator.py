@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..modeling.configuration_unicode import PACKED_CODE_OFFSET
+from ..modeling.configuration_unicode import IMAGE_HEADS, PACKED_CODE_OFFSET
 
 IGNORE_INDEX = -100
 
@@ -55,7 +55,7 @@ class UniCodeDataCollator:
     def __post_init__(self):
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right'; got {self.padding_side!r}.")
-        if self.image_head not in ("flat", "depth"):
+        if self.image_head not in IMAGE_HEADS:
             raise ValueError(f"image_head must be 'flat' or 'depth'; got {self.image_head!r}.")
 
     @classmethod

@@ -28,6 +28,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
 from ..evaluation.suite import EvaluationArguments, evaluate_unicode, headline
+from ..modeling.configuration_unicode import IMAGE_HEADS
 from .callbacks import TimeBudgetCallback
 from .io import atomic_write_json
 from .memory import peak_memory_gb, release_memory, reset_peak_memory
@@ -133,7 +134,7 @@ class QuickstartArguments:
     )
 
     def __post_init__(self):
-        if self.image_head not in ("flat", "depth"):
+        if self.image_head not in IMAGE_HEADS:
             raise ValueError(f"--image_head must be 'flat' or 'depth', got {self.image_head!r}.")
         for name in ("tokenizer_steps", "tokenizer_batch_size", "sft_steps", "sft_batch_size", "sft_samples"):
             if getattr(self, name) < 1:

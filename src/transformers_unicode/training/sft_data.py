@@ -23,6 +23,7 @@ import torch
 from transformers.utils import logging
 
 from ..data.conversations import chat_messages
+from ..modeling.configuration_unicode import IMAGE_HEADS
 
 logger = logging.get_logger(__name__)
 
@@ -81,7 +82,7 @@ def encode_conversation(
 
 
 def _check_image_head(image_head: str) -> None:
-    if image_head not in ("flat", "depth"):
+    if image_head not in IMAGE_HEADS:
         raise ValueError(f"image_head must be 'flat' or 'depth'; got {image_head!r}.")
 
 
