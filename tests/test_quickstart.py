@@ -109,6 +109,19 @@ def test_stage_two_micro_batches_accumulate_to_the_same_step(tmp_path):
         QuickstartArguments(out=str(tmp_path / "other"), sft_batch_size=8, sft_micro_batch_size=3)
 
 
+@pytest.mark.parametrize("tuning, rate, peft", [("lora", 3e-4, True), ("full", 5e-5, False)])
+def test_stage_two_tuning_sets_the_adapter_and_its_default_rate(tmp_path, tuning, rate, peft):
+    from transformers_unicode.training.quickstart import Quickstart, QuickstartArguments
+
+    run = Quickstart(QuickstartArguments(out=str(tmp_path / tuning), sft_tuning=tuning))
+    assert run.sft_config(str(tmp_path / tuning / "model")).learning_rate == rate
+    assert run.sft_model_config().use_peft is peft
+    chosen = QuickstartArguments(out=str(tmp_path / "chosen"), sft_tuning=tuning, sft_learning_rate=1e-5)
+    assert chosen.sft_learning_rate == 1e-5  # a rate given on the command line is kept
+    with pytest.raises(ValueError, match="--sft_tuning must be 'lora' or 'full'"):
+        QuickstartArguments(out=str(tmp_path / "bad"), sft_tuning="qlora")
+
+
 def test_model_card_of_the_quickstart_carries_its_figures(tmp_path):
     from conftest import tiny_unicode
 
