@@ -11,16 +11,20 @@ writes to `report.json` (`peak_memory_gb`) can then be compared with these.
     python benchmarks/memory.py                       # ~20 min on 2 cores (the evaluation is most); a table
     python benchmarks/memory.py --tokenizer_steps 20 --sft_steps 4 --out runs/memory
     python benchmarks/memory.py --sft_variants 8 4 2 8+ckpt 2+ckpt   # Stage II only, one process per setting
+    python benchmarks/memory.py --sft_variants 2+ckpt 2+ckpt+full    # LoRA against full tuning
     python benchmarks/memory.py --one_process                         # the main job as it runs: ~16 min
+    python benchmarks/memory.py --leftovers                           # what Stage I leaves for Stage II
 
 `--one_process` runs the three stages one after another in one process, as the quickstart does, twice side by
 side: with the memory release the quickstart makes between stages (`release_memory`: `gc.collect()` and glibc's
-`malloc_trim`) and without it. A stage's peak there includes what the earlier stages left resident.
+`malloc_trim`) and without it. A stage's peak there includes what the earlier stages left resident. `--leftovers` lists what that is: the
+tensors still alive after Stage I and the release (the LLM's excepted, which Stage II reuses), and how much
+the process grew.
 
 `--sft_variants` answers "what holds Stage II's memory, and what does removing it cost": Stage I runs once,
 then Stage II once per setting, each in a fresh process from a copy of that run. A setting is the micro-batch
 (samples per forward pass; the step accumulates the rest, so the 8 samples a step learns from are the same),
-with `+ckpt` for activation checkpointing. Each row gives the peak and the seconds per optimizer step. The
+with `+ckpt` for activation checkpointing and `+full` for full tuning instead of LoRA. Each row gives the peak and the seconds per optimizer step. The
 first batch of `group_by_length` is the longest (the decompression samples), so even 4 steps meet the peak.
 """
 
@@ -38,11 +42,18 @@ STAGES = ("tokenizer", "sft", "evaluation")
 
 
 def variant_arguments(variant: str) -> dict:
-    """'4+ckpt' -> the quickstart's Stage II fields: micro-batch 4, activation checkpointing on."""
-    micro, _, flag = variant.partition("+")
-    if flag not in ("", "ckpt"):
-        raise ValueError(f"Unknown Stage II setting {variant!r}; write MICRO_BATCH or MICRO_BATCH+ckpt.")
-    return {"sft_micro_batch_size": int(micro), "sft_activation_checkpointing": flag == "ckpt"}
+    """'4+ckpt' -> the quickstart's Stage II fields: micro-batch 4, activation checkpointing on (LoRA);
+    '2+ckpt+full' -> the same with every weight tuned (`--sft_tuning full`)."""
+    micro, *flags = variant.split("+")
+    if not micro.isdigit() or set(flags) - {"ckpt", "full"}:
+        raise ValueError(
+            f"Unknown Stage II setting {variant!r}; write MICRO_BATCH, then +ckpt and/or +full if wanted."
+        )
+    return {
+        "sft_micro_batch_size": int(micro),
+        "sft_activation_checkpointing": "ckpt" in flags,
+        "sft_tuning": "full" if "full" in flags else "lora",
+    }
 
 
 def run_stage(stage: str, out: str, tokenizer_steps: int, sft_steps: int, variant: str | None = None) -> None:
@@ -94,6 +105,53 @@ def one_process(out: str, args) -> None:
         )
 
 
+def leftovers(out: str, tokenizer_steps: int) -> None:
+    """What Stage I leaves resident for Stage II, in this process: the tensors still alive, and the growth.
+
+    The quickstart keeps the LLM loaded for Stage II, so it is loaded (and counted) first; then Stage I runs
+    and `release_memory()` is called, as between the quickstart's stages. Every tensor the garbage collector
+    still tracks that is not one of the LLM's is listed.
+    """
+    import gc
+    import warnings
+
+    import torch
+
+    from transformers_unicode.training.memory import release_memory, resident_memory_gb
+    from transformers_unicode.training.quickstart import Quickstart, QuickstartArguments
+
+    quickstart = Quickstart(QuickstartArguments(out=out, tokenizer_steps=tokenizer_steps))
+    llm, _ = quickstart.llm()
+    release_memory()
+    loaded = resident_memory_gb()
+    llm_tensors = {id(t) for t in [*llm.parameters(), *llm.buffers()]}
+    import transformers_unicode.training.stage1  # noqa: F401  (its imports: datasets, diffusers' blocks, Trainer)
+    from transformers_unicode.data.openmoji import load_openmoji
+
+    load_openmoji("train", size=quickstart.args.image_size)  # the render cache Stage I reads, opened once
+    release_memory()
+    imported = resident_memory_gb()
+    quickstart.run_tokenizer()
+    release_memory()
+    after = resident_memory_gb()
+    with warnings.catch_warnings():  # isinstance() touches torch.distributed's deprecated `reduce_op` proxy
+        warnings.simplefilter("ignore", FutureWarning)
+        alive = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and id(o) not in llm_tensors]
+    megabytes = sum(t.numel() * t.element_size() for t in alive) / 1e6
+    print(f"resident with the LLM loaded: {loaded:.2f} GB")
+    print(
+        f"  + Stage I's modules imported and its data set opened: {imported:.2f} GB (+{imported - loaded:.2f})"
+    )
+    print(
+        f"  + Stage I ({tokenizer_steps} steps), then the release: {after:.2f} GB (+{after - imported:.2f})"
+    )
+    print(f"tensors alive that are not the LLM's: {len(alive)}, {megabytes:.1f} MB in all")
+    for tensor in sorted(alive, key=lambda t: -t.numel() * t.element_size())[:10]:
+        print(
+            f"  {tuple(tensor.shape)} {tensor.dtype}: {tensor.numel() * tensor.element_size() / 1e6:.2f} MB"
+        )
+
+
 def child(stage: str, out: str, args, variant: str | None = None, release: bool = True) -> dict:
     """One stage in a fresh process; its JSON line."""
     command = [sys.executable, os.path.abspath(__file__), "--child", stage, "--out", out,
@@ -112,7 +170,8 @@ def sft_variants(out: str, args) -> None:
         child("tokenizer", base, args)
     print(f"Stage II settings, {args.sft_steps} steps of 8 samples each:\n")
     print(
-        "| micro-batch | activation checkpointing | peak resident memory | seconds per step |\n|---|---|---|---|"
+        "| tuning | micro-batch | activation checkpointing | peak resident memory | seconds per step |\n"
+        "|---|---|---|---|---|"
     )
     for variant in args.sft_variants:
         folder = os.path.join(out, f"sft-{variant}")
@@ -121,7 +180,8 @@ def sft_variants(out: str, args) -> None:
         result = child("sft", folder, args, variant)
         fields = variant_arguments(variant)
         print(
-            f"| {fields['sft_micro_batch_size']} | {'on' if fields['sft_activation_checkpointing'] else 'off'} | "
+            f"| {fields['sft_tuning']} | {fields['sft_micro_batch_size']} | "
+            f"{'on' if fields['sft_activation_checkpointing'] else 'off'} | "
             f"{result['peak_memory_gb']:.2f} GB | {result['seconds_per_step']:.1f} |",
             flush=True,
         )
@@ -136,6 +196,9 @@ def main(argv=None) -> None:
         "--sft_variants", nargs="+", metavar="MICRO[+ckpt]", help="Stage II only, once per setting (above)"
     )
     parser.add_argument("--one_process", action="store_true", help="all stages in one process (above)")
+    parser.add_argument(
+        "--leftovers", action="store_true", help="what Stage I leaves resident for Stage II, in one process"
+    )
     parser.add_argument("--child", choices=(*STAGES, "all"), help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--no_release", action="store_true", help=argparse.SUPPRESS)
@@ -152,6 +215,9 @@ def main(argv=None) -> None:
         return
     if args.one_process:
         one_process(out, args)
+        return
+    if args.leftovers:
+        leftovers(os.path.join(out, "leftovers"), args.tokenizer_steps)
         return
     peaks = {}
     for stage in STAGES:
