@@ -203,7 +203,7 @@ def _quickstart(argv: list[str]) -> int:
         "quickstart",
         (QuickstartArguments, EvaluationArguments),
         "The main job on the embedded default: Stage I (visual tokenizer, SmolLM2 codebook), Stage II "
-        "(LoRA on the OpenMoji mixture), the evaluation, report.json and PNG sheets.",
+        "(LoRA, or full tuning, on the OpenMoji mixture), the evaluation, report.json and PNG sheets.",
     )
     try:
         args, evaluation = parser.parse_args_into_dataclasses(argv)
