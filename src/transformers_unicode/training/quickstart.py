@@ -40,7 +40,9 @@ STATE_FILE = "quickstart_state.json"
 
 # Seconds per optimizer step measured on a 2-core CPU (README; Stage I's at 32 images, checkpoints
 # included), for the up-front estimate and the budget's split; the progress bars give the live ETA.
-CPU_SECONDS_PER_STEP = {"tokenizer": 1.1, "sft": 17.5}  # Stage II: micro-batches of 2, checkpointed
+# Stage II: micro-batches of 2, checkpointed; LoRA's (full tuning measured 15.9 s a step against LoRA's 17.3 s in
+# the same setting, benchmarks/memory.py, so one estimate serves both).
+CPU_SECONDS_PER_STEP = {"tokenizer": 1.1, "sft": 17.5}
 # The evaluation of a saved model took 581 s (`transformers-unicode eval`, every default: questions 214 s, 42
 # drawings 241 s, the perplexity of 20k tokens 93 s; README), and the quickstart adds the untuned LLM's
 # perplexity (~93 s). The reserve was 330 s until that was measured, and the main job overran its budget.
@@ -123,8 +125,8 @@ class QuickstartArguments:
         },
     )
     # Full tuning (5e-5, cosine) and LoRA (3e-4) left the majority answer on held-out group questions at the same
-    # pace per sample in the learning curve (README); LoRA is the default: its steps are cheaper and it keeps the
-    # main job within ~3 GB where full tuning needs ~4 GB. In 30 minutes neither learns the group.
+    # pace per sample in the learning curve (README); LoRA is the default: it keeps the main job within ~3 GB
+    # where full tuning needs ~3.7 GB (benchmarks/memory.py). In 30 minutes neither learns the group.
     sft_tuning: str = field(
         default="lora",
         metadata={
