@@ -137,7 +137,7 @@ def leftovers(out: str, tokenizer_steps: int) -> None:
     with warnings.catch_warnings():  # isinstance() touches torch.distributed's deprecated `reduce_op` proxy
         warnings.simplefilter("ignore", FutureWarning)
         alive = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and id(o) not in llm_tensors]
-    megabytes = sum(t.numel() * t.element_size() for t in alive) / 1e6
+    megabytes = sum(t.nbytes for t in alive) / 1e6
     print(f"resident with the LLM loaded: {loaded:.2f} GB")
     print(
         f"  + Stage I's modules imported and its data set opened: {imported:.2f} GB (+{imported - loaded:.2f})"
@@ -146,10 +146,8 @@ def leftovers(out: str, tokenizer_steps: int) -> None:
         f"  + Stage I ({tokenizer_steps} steps), then the release: {after:.2f} GB (+{after - imported:.2f})"
     )
     print(f"tensors alive that are not the LLM's: {len(alive)}, {megabytes:.1f} MB in all")
-    for tensor in sorted(alive, key=lambda t: -t.numel() * t.element_size())[:10]:
-        print(
-            f"  {tuple(tensor.shape)} {tensor.dtype}: {tensor.numel() * tensor.element_size() / 1e6:.2f} MB"
-        )
+    for tensor in sorted(alive, key=lambda t: -t.nbytes)[:10]:
+        print(f"  {tuple(tensor.shape)} {tensor.dtype}: {tensor.nbytes / 1e6:.2f} MB")
 
 
 def child(stage: str, out: str, args, variant: str | None = None, release: bool = True) -> dict:

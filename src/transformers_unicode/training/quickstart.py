@@ -131,7 +131,7 @@ class QuickstartArguments:
         default="lora",
         metadata={
             "help": "Stage II: 'lora' (LoRA on every linear layer, merged at the end) or 'full' (every weight).",
-            "choices": ["lora", "full"],
+            "choices": list(SFT_LEARNING_RATES),
         },
     )
     lora_r: int = field(default=64, metadata={"help": "LoRA rank (on every linear layer of the LLM)."})
