@@ -13,7 +13,8 @@ a warm-up unless `--lr_scheduler_type` names a decaying schedule, which reaches 
 Configurations are `KIND@LR`: `full` (every LLM weight), `lora` (r=64 on every linear layer), `rows` (only
 the LLM's rows of the visual ids: they are the unified codebook, and SmolLM2 ties them to its output layer) and `rows+lora`. `--task group` trains on group questions alone; `--task mixture` on the
 quickstart's mixture (captions, groups, drawings, decompression) with the same number of samples.
-`--sampling` sets the batches (`task_length`, what Stage II ships; `exact_length`, which sorted group questions
+`--balance_groups` draws the training emoji with their groups' frequencies tempered (Stage II's option of the
+same name; 1 = every group equally often). `--sampling` sets the batches (`task_length`, what Stage II ships; `exact_length`, which sorted group questions
 by answer; `random`), and `--batch_purity` prints how much of a batch one answer holds under each.
 
     . .venv/bin/activate
@@ -236,6 +237,13 @@ def main(argv=None) -> None:
         "answer, so it puts one group in each batch; Stage II's sampling until issue 14 found it), or random",
     )
     parser.add_argument(
+        "--balance_groups",
+        type=float,
+        default=0.0,
+        help="Stage II's option: draw training emoji of group g in proportion to n_g ** (1 - balance) "
+        "(0 = natural frequencies, 1 = every group equally)",
+    )
+    parser.add_argument(
         "--batch_purity",
         action="store_true",
         help="only print how much of each batch one answer holds, for each sampling, and exit",
@@ -269,7 +277,9 @@ def main(argv=None) -> None:
     from trl import SFTConfig
 
     mixture = "group=1" if args.task == "group" else QUICKSTART_MIXTURE
-    script = SFTScriptArguments(mixture=mixture, num_samples=max(args.points), eval_limit=0)
+    script = SFTScriptArguments(
+        mixture=mixture, num_samples=max(args.points), eval_limit=0, balance_groups=args.balance_groups
+    )
     dataset = build_sft_dataset(script, processor, os.path.join(args.out, "dataset_cache"), {})
     before = None
     for kind, lr in args.configs:
@@ -278,6 +288,8 @@ def main(argv=None) -> None:
             name += f" {args.lr_scheduler_type}"
         if args.sampling != "exact_length":  # the runs measured before the choice existed carry no suffix
             name += f" {args.sampling}"
+        if args.balance_groups:
+            name += f" balance={args.balance_groups:g}"
         if any(run["config"] == name and run["task"] == args.task for run in runs):
             print(f"{name} ({args.task}): already measured in {curve_path}, skipped")
             continue

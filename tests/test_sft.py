@@ -26,6 +26,7 @@ from transformers_unicode.training.collator import UniCodeDataCollator
 from transformers_unicode.training.sft_data import (
     decompression_sample,
     encode_conversation,
+    label_balance_weights,
     mix_datasets,
     mixture_indices,
     tokenize_conversations,
@@ -220,6 +221,45 @@ def test_mixture_follows_the_ratios():
         num_samples=8,
     )
     assert sorted(mixed["x"]) == [0] * 6 + [1] * 2
+
+
+def test_label_balance_draws_every_label_equally_often():
+    labels = ["common"] * 90 + ["rare"] * 10
+    assert label_balance_weights(labels, 0.0).tolist() == [1.0] * 100  # natural frequencies
+    plan = mixture_indices({"a": 100}, {"a": 1}, 2000, weights={"a": label_balance_weights(labels, 1.0)})
+    rare = sum(labels[i] == "rare" for i in plan["a"]) / 2000
+    assert 0.45 < rare < 0.55, rare
+    half = mixture_indices({"a": 100}, {"a": 1}, 2000, weights={"a": label_balance_weights(labels, 0.5)})
+    assert 0.2 < sum(labels[i] == "rare" for i in half["a"]) / 2000 < 0.3  # sqrt(10) : sqrt(90) = 25 %
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        label_balance_weights(labels, 2.0)
+    with pytest.raises(ValueError, match="100 records but"):
+        mixture_indices({"a": 100}, {"a": 1}, 8, weights={"a": [1.0] * 3})
+
+
+def test_balance_groups_evens_out_the_group_answers(tmp_path):
+    """The first 48 training emoji are 41 Symbols, 6 Travel & Places and 1 Objects; balanced, each group
+    answers about a third of the questions."""
+    from transformers_unicode.training.stage2 import SFTScriptArguments, build_sft_dataset
+
+    _, processor = tiny_unicode()
+
+    def top_answer_share(balance):
+        script = SFTScriptArguments(
+            mixture="group=1", num_samples=96, train_limit=48, eval_limit=0, balance_groups=balance
+        )
+        dataset = build_sft_dataset(script, processor, str(tmp_path), {})
+        answers = [
+            tuple(i for i, m in zip(ids, mask, strict=True) if m)
+            for ids, mask in zip(dataset["input_ids"], dataset["assistant_masks"], strict=True)
+        ]
+        return max(answers.count(a) for a in set(answers)) / len(answers)
+
+    assert top_answer_share(0.0) > 0.75
+    assert top_answer_share(1.0) < 0.5
+    llava = SFTScriptArguments(dataset="chat.json", image_folder=".", balance_groups=1.0)
+    with pytest.raises(ValueError, match="a LLaVA data set has none"):
+        build_sft_dataset(llava, processor, str(tmp_path), {})
 
 
 def test_openmoji_conversations_carry_cldr_groups():

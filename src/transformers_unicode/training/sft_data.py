@@ -229,11 +229,32 @@ def build_decompression_dataset(
     )
 
 
-def mixture_indices(sizes: dict[str, int], ratios: dict[str, float], num_samples: int, seed: int = 0):
+def label_balance_weights(labels: list[str], strength: float) -> np.ndarray:
+    """A weight per record that draws label `l` (seen `n_l` times) in proportion to `n_l ** (1 - strength)`.
+
+    `strength` 0 keeps the labels' natural frequencies; 1 draws every label equally often (a rare label's
+    records repeat). OpenMoji's training groups run from 2,193 "People & Body" emoji to 80 "Activities", and a
+    Stage II that sees them at those rates learns the majority answer first (issue 14).
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"The label balance must lie in [0, 1] (0 = natural frequencies); got {strength}.")
+    _, inverse, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
+    return counts[inverse].astype(np.float64) ** -strength
+
+
+def mixture_indices(
+    sizes: dict[str, int],
+    ratios: dict[str, float],
+    num_samples: int,
+    seed: int = 0,
+    weights: dict[str, np.ndarray] | None = None,
+):
     """`{part: indices}` drawing `num_samples` samples from the parts in proportion to `ratios`.
 
     A part is repeated when its share exceeds its size (small sets are reused) and subsampled otherwise.
-    Choosing indices first lets the caller tokenise only the records that are actually used.
+    A part given `weights` (one per record, e.g. `label_balance_weights`) is drawn with replacement in
+    proportion to them instead. Choosing indices first lets the caller tokenise only the records that are
+    actually used.
     """
     unknown = set(ratios) - set(sizes)
     if unknown:
@@ -256,9 +277,15 @@ def mixture_indices(sizes: dict[str, int], ratios: dict[str, float], num_samples
         counts[name] += 1
     for name in active:
         count, size = counts[name], sizes[name]
-        repeats = [rng.permutation(size) for _ in range(-(-count // size))]
-        plan[name] = np.concatenate(repeats)[:count] if count else np.zeros(0, dtype=np.int64)
-        logger.info("Stage II mixture: %d %s samples (%d distinct)", count, name, min(count, size))
+        if weights is not None and name in weights:
+            chances = np.asarray(weights[name], dtype=np.float64)
+            if chances.shape != (size,):
+                raise ValueError(f"Part {name!r} has {size} records but {chances.shape} weights.")
+            plan[name] = rng.choice(size, size=count, replace=True, p=chances / chances.sum())
+        else:
+            repeats = [rng.permutation(size) for _ in range(-(-count // size))]
+            plan[name] = np.concatenate(repeats)[:count] if count else np.zeros(0, dtype=np.int64)
+        logger.info("Stage II mixture: %d %s samples (%d distinct)", count, name, np.unique(plan[name]).size)
     return plan
 
 
@@ -276,6 +303,7 @@ __all__ = [
     "build_decompression_dataset",
     "decompression_sample",
     "encode_conversation",
+    "label_balance_weights",
     "mix_datasets",
     "mixture_indices",
     "tokenize_conversations",

@@ -27,7 +27,12 @@ from .checkpointing import AtomicCheckpointMixin
 from .collator import UniCodeDataCollator
 from .io import atomic_write_json
 from .reproducibility import seed_everything
-from .sft_data import build_decompression_dataset, mixture_indices, tokenize_conversations
+from .sft_data import (
+    build_decompression_dataset,
+    label_balance_weights,
+    mixture_indices,
+    tokenize_conversations,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -71,6 +76,13 @@ class SFTScriptArguments:
         default=4, metadata={"help": "T: parts an image is cut into (Eq. 5)."}
     )
     train_limit: int | None = field(default=None, metadata={"help": "Use at most this many training images."})
+    balance_groups: float = field(
+        default=0.0,
+        metadata={
+            "help": "OpenMoji: draw the training images with group g (n_g emoji) in proportion to "
+            "n_g ** (1 - balance): 0 = natural frequencies (People & Body: 2,193 of 3,570), 1 = every CLDR group equally."
+        },
+    )
     skip_invalid_records: bool = field(
         default=False, metadata={"help": "Skip malformed records (counted and logged) instead of stopping."}
     )
@@ -208,14 +220,21 @@ def build_sft_dataset(
             ",text_to_image=1" if script_args.text_to_image else ""
         )
     ratios = parse_mixture(script_args.mixture)
+    if script_args.balance_groups and script_args.dataset != "openmoji":
+        raise ValueError(
+            "--balance_groups balances OpenMoji's CLDR groups; a LLaVA data set has none. Leave it at 0."
+        )
     sources: dict[str, datasets.Dataset] = {}  # conversation records, or images for decompression
-    images = None
+    images, weights = None, {}  # weights: the parts drawn in proportion to a weight per record
     if script_args.dataset == "openmoji":
         from ..data.openmoji import load_openmoji
         from ..data.openmoji_conversations import OPENMOJI_TASKS, openmoji_conversations
 
         size = processor.visual_tokenizer.config.image_size
         images = load_openmoji(split="train", size=size, limit=script_args.train_limit)
+        if script_args.balance_groups:  # every OpenMoji task has one record per image, in the images' order
+            per_image = label_balance_weights(images["group"], script_args.balance_groups)
+            weights = {task: per_image for task in (*OPENMOJI_TASKS, "decompression")}
         for task in OPENMOJI_TASKS:
             if ratios.get(task, 0) > 0:
                 sources[task] = openmoji_conversations(task, images=images)
@@ -238,6 +257,7 @@ def build_sft_dataset(
             skip_invalid=script_args.skip_invalid_records,
             report=report.setdefault("text_to_image", {}),
         )
+        weights.pop("text_to_image", None)  # the user's pairs replace OpenMoji's: no groups to balance
         if images is None:
             pairs = sources["text_to_image"]
             images = pairs.map(lambda r: {"image": r["images"][0]}, remove_columns=pairs.column_names)
@@ -253,6 +273,7 @@ def build_sft_dataset(
         {name: ratio for name, ratio in ratios.items() if name in sources or ratio > 0},
         num_samples=script_args.num_samples,
         seed=0,
+        weights=weights,
     )
     parts = []
     for name, indices in plan.items():
