@@ -120,6 +120,9 @@ def test_stage_two_tuning_sets_the_adapter_and_its_default_rate(tmp_path, tuning
     assert chosen.sft_learning_rate == 1e-5  # a rate given on the command line is kept
     with pytest.raises(ValueError, match="--sft_tuning must be 'lora' or 'full'"):
         QuickstartArguments(out=str(tmp_path / "bad"), sft_tuning="qlora")
+    balanced = Quickstart(QuickstartArguments(out=str(tmp_path / "balanced"), balance_groups=0.5))
+    assert balanced.sft_script_arguments().balance_groups == 0.5
+    assert run.sft_script_arguments().balance_groups == 0.0  # natural frequencies unless asked
 
 
 def test_model_card_of_the_quickstart_carries_its_figures(tmp_path):

@@ -124,6 +124,15 @@ class QuickstartArguments:
             "decompression)."
         },
     )
+    # 0 (natural frequencies): half-balanced group questions did best in the learning curve (README), but
+    # the quickstart's 96-sample mixture has not been measured with it.
+    balance_groups: float = field(
+        default=0.0,
+        metadata={
+            "help": "Draw training emoji of CLDR group g in proportion to n_g ** (1 - balance) (0 = natural, "
+            "1 = every group equally)."
+        },
+    )
     # Full tuning (5e-5, cosine) and LoRA (3e-4) left the majority answer on held-out group questions at the same
     # pace per sample in the learning curve (README); LoRA is the default: it keeps the main job within ~3 GB
     # where full tuning needs ~3.7 GB (benchmarks/memory.py). In 30 minutes neither learns the group.
@@ -350,10 +359,25 @@ class Quickstart:
             lora_target_modules=["all-linear"],
         )
 
+    def sft_script_arguments(self):
+        """Stage II's data: the OpenMoji mixture, drawn once and cached in the run's folder."""
+        from .stage2 import SFTScriptArguments
+
+        a = self.args
+        return SFTScriptArguments(
+            llm=a.llm,
+            mixture=a.mixture,
+            num_samples=a.sft_samples,
+            train_limit=a.train_limit,
+            balance_groups=a.balance_groups,
+            dataset_cache_dir=os.path.join(self.out, "dataset_cache"),
+            eval_limit=0,  # the evaluation stage measures the saved model
+        )
+
     def run_sft(self) -> dict:
         from ..modeling.modeling_unicode import UniCodeForCausalLM
         from ..modeling.modeling_visual_tokenizer import UniCodeVisualTokenizer
-        from .stage2 import SFTScriptArguments, run_sft
+        from .stage2 import run_sft
 
         a = self.args
         output_dir = os.path.join(self.out, "model")
@@ -367,14 +391,7 @@ class Quickstart:
             return_processor=True,
             image_head=a.image_head,
         )
-        script_args = SFTScriptArguments(
-            llm=a.llm,
-            mixture=a.mixture,
-            num_samples=a.sft_samples,
-            train_limit=a.train_limit,
-            dataset_cache_dir=os.path.join(self.out, "dataset_cache"),
-            eval_limit=0,  # the evaluation stage measures the saved model
-        )
+        script_args = self.sft_script_arguments()
         training_args = self.sft_config(output_dir)
         model_args = self.sft_model_config()
         checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
