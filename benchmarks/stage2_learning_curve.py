@@ -248,6 +248,12 @@ def main(argv=None) -> None:
         action="store_true",
         help="only print how much of each batch one answer holds, for each sampling, and exit",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the trainer's seed (the order of the batches; the data drawn stays)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="runs/stage2_curve")
     parser.add_argument(
@@ -290,6 +296,8 @@ def main(argv=None) -> None:
             name += f" {args.sampling}"
         if args.balance_groups:
             name += f" balance={args.balance_groups:g}"
+        if args.seed:
+            name += f" seed={args.seed}"
         if any(run["config"] == name and run["task"] == args.task for run in runs):
             print(f"{name} ({args.task}): already measured in {curve_path}, skipped")
             continue
@@ -322,7 +330,7 @@ def main(argv=None) -> None:
             bf16=False,
             report_to="none",
             disable_tqdm=True,
-            seed=0,
+            seed=args.seed,
         )
         trainer = UniCodeSFTTrainer(
             model=model,
