@@ -154,8 +154,12 @@ class QuickstartArguments:
         metadata={"help": "Stage II learning rate (default: 3e-4 for LoRA, 5e-5 for full tuning)."},
     )
     seed: int = field(default=0, metadata={"help": "Seed of both training stages (drawing: --draw_seed)."})
+    # Depth: on the same Stage I, the main job with it gave flat's group answers, judge score and PSNR, English
+    # perplexity 1.02x against 1.09x, in 14.0 min (flat: 18.1, an earlier run of the same plan) and 2.63 GB
+    # (flat: 3.01 GB since memory is released between stages); and it learns code tokens faster at equal Stage
+    # II time (README, "Depth head against flat"). UniCodeConfig's default stays UniCode's flat layout.
     image_head: str = field(
-        default="flat",
+        default="depth",
         metadata={
             "help": "How the model writes images: 'flat' (h*w*D LLM steps, UniCode's layout) or 'depth' (h*w LLM "
             "steps and a small depth head for the D codes of each position; issue 16)."
