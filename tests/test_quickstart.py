@@ -123,6 +123,8 @@ def test_stage_two_tuning_sets_the_adapter_and_its_default_rate(tmp_path, tuning
     balanced = Quickstart(QuickstartArguments(out=str(tmp_path / "balanced"), balance_groups=0.5))
     assert balanced.sft_script_arguments().balance_groups == 0.5
     assert run.sft_script_arguments().balance_groups == 0.0  # natural frequencies unless asked
+    with pytest.raises(ValueError, match=r"--balance_groups must lie in \[0, 1\]"):
+        QuickstartArguments(out=str(tmp_path / "bad"), balance_groups=1.5)  # before Stage I, not after it
 
 
 def test_model_card_of_the_quickstart_carries_its_figures(tmp_path):

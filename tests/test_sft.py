@@ -257,6 +257,8 @@ def test_balance_groups_evens_out_the_group_answers(tmp_path):
 
     assert top_answer_share(0.0) > 0.75
     assert top_answer_share(1.0) < 0.5
+    with pytest.raises(ValueError, match=r"--balance_groups must lie in \[0, 1\]"):
+        SFTScriptArguments(balance_groups=-0.5)
     llava = SFTScriptArguments(dataset="chat.json", image_folder=".", balance_groups=1.0)
     with pytest.raises(ValueError, match="a LLaVA data set has none"):
         build_sft_dataset(llava, processor, str(tmp_path), {})

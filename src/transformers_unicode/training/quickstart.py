@@ -184,6 +184,8 @@ class QuickstartArguments:
                 f"--sft_micro_batch_size must divide --sft_batch_size ({self.sft_batch_size}), got {micro}; "
                 "pass a divisor, e.g. --sft_micro_batch_size 1."
             )
+        if not 0.0 <= self.balance_groups <= 1.0:
+            raise ValueError(f"--balance_groups must lie in [0, 1], got {self.balance_groups}.")
         if self.budget_minutes <= 0:
             raise ValueError(f"--budget_minutes must be positive, got {self.budget_minutes}.")
 

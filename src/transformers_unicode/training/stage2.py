@@ -80,7 +80,8 @@ class SFTScriptArguments:
         default=0.0,
         metadata={
             "help": "OpenMoji: draw the training images with group g (n_g emoji) in proportion to "
-            "n_g ** (1 - balance): 0 = natural frequencies (People & Body: 2,193 of 3,570), 1 = every CLDR group equally."
+            "n_g ** (1 - balance): 0 = natural frequencies (People & Body: 2,193 of 3,570), "
+            "1 = every CLDR group equally."
         },
     )
     skip_invalid_records: bool = field(
@@ -99,6 +100,13 @@ class SFTScriptArguments:
     merge_lora: bool = field(
         default=True, metadata={"help": "Save the LoRA-merged model (adapters are kept too)."}
     )
+
+    def __post_init__(self):
+        if not 0.0 <= self.balance_groups <= 1.0:
+            raise ValueError(
+                f"--balance_groups must lie in [0, 1] (0 = natural frequencies, 1 = every group equally); "
+                f"got {self.balance_groups}."
+            )
 
 
 class UniCodeSFTTrainer(AtomicCheckpointMixin, SFTTrainer):
