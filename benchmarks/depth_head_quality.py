@@ -1,4 +1,4 @@
-"""Flat against depth head at equal Stage II time (issue 16): the code-token loss on held-out drawings.
+"""Flat against depth head at equal Stage II time (issue 16): held-out code loss and class-conditional drawing.
 
 A measurement script, not a test: it prints a table and never fails on the figures.
 
@@ -14,13 +14,19 @@ callback stops the run). Then both are scored on the same held-out drawings (Ope
 as `text_to_image` answers): the mean negative log-likelihood of the image's h*w*D codes given the prompt and
 the codes before them (teacher forcing), with the softmax over the K visual codes for both heads (the flat
 head's logits restricted to the visual ids, as the span processor restricts them in generation). The flat
-head's NLL over the whole vocabulary is printed beside it. Class-conditional drawing accuracy is not measured
-here (it needs the evaluation's group judge and h*w*D-step generation of every drawing).
+head's NLL over the whole vocabulary is printed beside it.
+
+Class-conditional drawing, the evaluation's protocol: each head draws `--per-group` images for each of the 9
+CLDR groups ("Draw an emoji from the group ...", the `group_to_image` prompt it was tuned on; the same sampling
+seed for both heads), and the evaluation's `GroupJudge` (a pixel classifier fit on the real renders of the
+training emoji, which never saw either model) says which group each drawing looks like. The judge's own
+held-out accuracy on real renders is printed beside it (it counts at >= 75 %). `--per-group 0` skips it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -143,6 +149,41 @@ def held_out_code_nll(model, processor, image_head: str, images: int, batch_size
     }
 
 
+def fit_judge(processor, args) -> dict:
+    """The evaluation's judge, fit on the training emoji's real renders and scored on the held-out ones."""
+    from transformers_unicode.data.openmoji import load_openmoji
+    from transformers_unicode.evaluation.judge import GroupJudge
+
+    size = processor.visual_tokenizer.config.image_size
+    train = load_openmoji(split="train", size=size, limit=300 if args.tiny else None)  # every group
+    test = load_openmoji(split="test", size=size)
+    judge = GroupJudge().fit(list(train["image"]), list(train["group"]))
+    return {"judge": judge, **judge.score(list(test["image"]), list(test["group"]))}
+
+
+def class_conditional(model, processor, judge, per_group: int, batch_size: int) -> dict:
+    """The share of drawings the judge puts in the group they were asked for (the evaluation's protocol)."""
+    from transformers_unicode.data.openmoji_conversations import GROUP_TO_IMAGE_PROMPT, emoji_group_names
+    from transformers_unicode.evaluation.stage2 import draw
+
+    requested = [group for group in emoji_group_names() for _ in range(per_group)]
+    model.eval()
+    drawings = draw(
+        model,
+        processor,
+        [GROUP_TO_IMAGE_PROMPT.format(group=g) for g in requested],
+        seed=0,
+        batch_size=batch_size,
+    )
+    verdicts = judge.predict(drawings)
+    hits = [verdict == group for verdict, group in zip(verdicts, requested, strict=True)]
+    return {
+        "in_requested_group": sum(hits) / len(hits),
+        "drawings": len(hits),
+        "groups_judged": len(set(verdicts)),
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokenizer", default="runs/tokenizer", help="a Stage I tokenizer folder")
@@ -152,19 +193,29 @@ def main():
     parser.add_argument("--samples", type=int, default=2000, help="samples in the Stage II mixture")
     parser.add_argument("--train-limit", type=int, default=None, help="training emoji (default: all)")
     parser.add_argument("--eval-images", type=int, default=64, help="held-out drawings scored")
+    parser.add_argument(
+        "--per-group", type=int, default=4, help="class-conditional drawings per group (0: off)"
+    )
+    parser.add_argument("--draw-batch-size", type=int, default=36, help="drawings per generate call")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     parser.add_argument("--tiny", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.tiny:
-        args.samples, args.train_limit, args.eval_images = 32, 16, 8
-    rows = {}
+        args.samples, args.train_limit, args.eval_images, args.per_group = 32, 16, 8, min(args.per_group, 1)
+    rows, judge = {}, None
     with tempfile.TemporaryDirectory() as scratch:
         for head in ("flat", "depth"):
             model, processor = build(args, head)
             started = time.perf_counter()
             run = train(model, processor, args, os.path.join(scratch, head))
             score = held_out_code_nll(model, processor, head, args.eval_images, args.batch_size)
+            if args.per_group:
+                judge = judge or fit_judge(processor, args)
+                score |= class_conditional(
+                    model, processor, judge["judge"], args.per_group, args.draw_batch_size
+                )
             rows[head] = {**run, **score, "wall": time.perf_counter() - started}
     print(f"# {cpu_model()}, {args.threads} threads; {package_versions('torch', 'transformers', 'trl')}")
     print(
@@ -172,18 +223,36 @@ def main():
         f"{args.minutes:g} min per head on text_to_image + group_to_image, LoRA r 64, lr {args.lr:g}, batch "
         f"{args.batch_size}; load average {os.getloadavg()[0]:.2f}"
     )
+    drawn = args.per_group > 0
     print(
         "| head | Stage II steps | samples seen | train s | held-out codes | NLL / code (over K codes) | over V |"
+        + (" class-conditional in the requested group | groups the judge named |" if drawn else "")
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|" + ("---|---|" if drawn else ""))
     for head, row in rows.items():
         steps = row["steps"]
-        seen = "-" if steps is None else steps * args.batch_size
+        row["samples_seen"] = None if steps is None else steps * args.batch_size
         vocab = "-" if row["nll_over_vocabulary"] is None else f"{row['nll_over_vocabulary']:.3f}"
-        print(
-            f"| {head} | {steps} | {seen} | {row['seconds']:.0f} | {row['codes']} | {row['nll_over_codes']:.3f} | "
-            f"{vocab} |"
+        drawing = (
+            f" {100 * row['in_requested_group']:.1f} % of {row['drawings']} | {row['groups_judged']} of 9 |"
+            if drawn
+            else ""
         )
+        print(
+            f"| {head} | {steps} | {row['samples_seen'] or '-'} | {row['seconds']:.0f} | {row['codes']} | "
+            f"{row['nll_over_codes']:.3f} | {vocab} |{drawing}"
+        )
+    if drawn:
+        print(
+            f"# the judge on held-out real renders: {100 * judge['accuracy']:.1f} % "
+            f"(balanced {100 * judge['balanced_accuracy']:.1f} %; counts at >= 75 %); chance in the requested "
+            "group: 11.1 %"
+        )
+        rows["judge"] = {k: v for k, v in judge.items() if k != "judge"}
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as file:
+            json.dump({"args": vars(args), "rows": rows, "load_average": os.getloadavg()[0]}, file, indent=1)
 
 
 if __name__ == "__main__":

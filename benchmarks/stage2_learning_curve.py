@@ -110,9 +110,10 @@ def evaluate(model, processor, questions, groups) -> dict:
 class CurvePoints(TrainerCallback):
     """Scores the model whenever the samples seen reach the next point, and saves the curve each time."""
 
-    def __init__(self, points, batch_size, record, save, score):
+    def __init__(self, points, batch_size, record, save, score, final_score=None):
         self.steps = {point // batch_size: point for point in points if point > 0}
-        self.record, self.save, self.score = record, save, score
+        self.last = max(points)
+        self.record, self.save, self.score, self.final_score = record, save, score, final_score
         self.started, self.evaluating, self.losses = time.perf_counter(), 0.0, []
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -127,6 +128,8 @@ class CurvePoints(TrainerCallback):
         point = {"samples": self.steps[state.global_step], "train_seconds": train_seconds}
         point["train_loss"] = float(np.mean(self.losses)) if self.losses else None
         point.update(self.score(model))
+        if self.final_score is not None and point["samples"] == self.last:
+            point["final_held_out"] = self.final_score(model)
         self.record["points"].append(point)
         self.save()
         self.losses = []
@@ -208,6 +211,19 @@ def write_table(runs: list[dict], path: str) -> None:
                 f"| {run['config']} | {run['task']} | {p['samples']} | {p['exact_match']:.1%} | "
                 f"{p['balanced_accuracy']:.1%} | {p['ranking_accuracy']:.1%} | {loss} | {p['train_seconds']:.0f} |"
             )
+    finals = [(run, p["final_held_out"]) for run in runs for p in run["points"] if "final_held_out" in p]
+    if finals:
+        lines += [
+            "",
+            "| configuration | task | samples | held-out emoji | exact match | majority | balanced | ranking |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for run, f in finals:
+            samples = max(p["samples"] for p in run["points"])
+            lines.append(
+                f"| {run['config']} | {run['task']} | {samples} | {f['count']} | {f['exact_match']:.1%} | "
+                f"{f['majority_baseline']:.1%} | {f['balanced_accuracy']:.1%} | {f['ranking_accuracy']:.1%} |"
+            )
     with open(path, "w") as file:
         file.write("\n".join(lines) + "\n")
 
@@ -222,6 +238,13 @@ def main(argv=None) -> None:
     parser.add_argument("--points", nargs="+", type=int, default=[0, 160, 320])
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--eval_limit", type=int, default=128, help="held-out emoji scored at every point")
+    parser.add_argument(
+        "--final_eval_limit",
+        type=int,
+        default=0,
+        help="also score the last point on this many held-out emoji (the same shuffled order; all 374 is the "
+        "split the group probe and the judge are scored on); 0 = off",
+    )
     parser.add_argument("--warmup_steps", type=int, default=5)
     parser.add_argument(
         "--lr_scheduler_type",
@@ -278,6 +301,15 @@ def main(argv=None) -> None:
     held_out = load_openmoji("test", size=visual.config.image_size)
     held_out = held_out.shuffle(seed=0).select(range(min(args.eval_limit, len(held_out))))
     questions, groups = openmoji_conversations("group", images=held_out), held_out["group"]
+    final_score = None
+    if args.final_eval_limit:
+        final = load_openmoji("test", size=visual.config.image_size).shuffle(seed=0)
+        final = final.select(range(min(args.final_eval_limit, len(final))))
+        final_questions = openmoji_conversations("group", images=final)
+
+        def final_score(model):
+            return {"count": len(final), **evaluate(model, processor, final_questions, final["group"])}
+
     majority = exact_match_accuracy(groups, groups)["majority_baseline"]
 
     from trl import SFTConfig
@@ -345,6 +377,7 @@ def main(argv=None) -> None:
                     record,
                     save,
                     lambda m: evaluate(m, processor, questions, groups),
+                    final_score,
                 )
             ],
         )
