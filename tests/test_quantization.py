@@ -103,6 +103,31 @@ def test_dead_codes_restart_on_batch_vectors():
     assert codebook.health()["codebook/dead_codes"] == 0
 
 
+def test_dead_codes_can_restart_on_their_own_llm_rows():
+    """Issue 15: with dead_code_restart="llm" a restart puts the row back onto C_L, not onto an encoder output."""
+    table = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]])
+    codebook = UnifiedCodebook(
+        table,
+        torch.tensor([1, 2, 3]),
+        vocab_size=8,
+        decay=0.5,
+        dead_code_threshold=0.8,
+        dead_code_restart="llm",
+    )
+    codebook.train()
+    z = torch.tensor([[5.0, 5.0]])
+    codebook.pull_toward(torch.full((3, 2), 9.0), decay=0.0)  # move every row off the table first
+    codebook.update(z, torch.tensor([0]))  # codes 1 and 2 decay to N = 0.5 < 0.8: dead
+    assert torch.equal(
+        codebook.embedding[0], torch.tensor([7.0, 7.0])
+    )  # the live code's EMA: (0.5*9 + 0.5*5) / 1
+    assert torch.equal(codebook.embedding[1:], table[1:])  # the dead ones are back on their LLM rows
+    assert torch.equal(codebook.embed_sum[1:], table[1:])  # and stay there through the next EMA step
+    assert codebook.unification(torch.tensor([False, True, True]))["llm_cosine"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="dead_code_restart"):
+        UnifiedCodebook(table, torch.tensor([1, 2, 3]), vocab_size=8, dead_code_restart="decoder")
+
+
 def test_health_reports_usage_and_perplexity():
     codebook = make_codebook()
     codebook.eval()
@@ -258,3 +283,14 @@ def test_level_scales_are_saved_and_only_for_rq(tmp_path):
     assert torch.equal(loaded.quantizer.level_scales, tokenizer.quantizer.level_scales)
     with pytest.raises(ValueError, match="RQ option"):
         tiny_tokenizer("mcq", rq_level_scales=True)
+
+
+def test_llm_row_restarts_are_a_config_option_that_survives_save_and_load(tmp_path):
+    from transformers_unicode import UniCodeVisualTokenizer, UniCodeVisualTokenizerConfig
+
+    tokenizer = tiny_tokenizer("rq", dead_code_threshold=0.5, dead_code_restart="llm")
+    assert tokenizer.codebook.dead_code_restart == "llm"
+    tokenizer.save_pretrained(tmp_path)
+    assert UniCodeVisualTokenizer.from_pretrained(tmp_path).codebook.dead_code_restart == "llm"
+    with pytest.raises(ValueError, match="dead_code_restart must be 'encoder' or 'llm'"):
+        UniCodeVisualTokenizerConfig(dead_code_restart="random")

@@ -62,8 +62,10 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
         latent_normalization (`bool`, *optional*, defaults to `True`): normalise encoder outputs and rescale
             them to the per-dimension mean and std of the visual rows, so features start where the codes are.
         codebook_decay (`float`, *optional*, defaults to 0.99): EMA decay gamma of Eq. 2.
-        dead_code_threshold (`float`, *optional*, defaults to 0.0): EMA count under which a code is restarted
-            from a random encoder output; 0 disables restarts.
+        dead_code_threshold (`float`, *optional*, defaults to 0.0): EMA count under which a code is restarted;
+            0 disables restarts.
+        dead_code_restart (`str`, *optional*, defaults to `"encoder"`): a dead code restarts from a random
+            encoder output (`"encoder"`) or from its own LLM row (`"llm"`, which keeps restarts on C_L).
         rq_level_scales (`bool`, *optional*, defaults to `False`): RQ only: level d's codes are s_d times the
             codebook rows, with s_d fit in training (D numbers), so one codebook at the LLM table's scale can
             serve residuals that shrink from level to level (SPEC 3.2).
@@ -108,6 +110,7 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
     latent_normalization: bool = True
     codebook_decay: float = 0.99
     dead_code_threshold: float = 0.0
+    dead_code_restart: str = "encoder"
     rq_level_scales: bool = False
     l1_weight: float = 1.0
     l2_weight: float = 1.0
@@ -135,6 +138,8 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
             )
         if self.codes_per_position < 1:
             raise ValueError(f"codes_per_position must be >= 1; got {self.codes_per_position}.")
+        if self.dead_code_restart not in ("encoder", "llm"):
+            raise ValueError(f"dead_code_restart must be 'encoder' or 'llm'; got {self.dead_code_restart!r}.")
         if self.rq_level_scales and self.quantizer != "rq":
             raise ValueError(
                 f"rq_level_scales is an RQ option; this tokenizer's quantizer is {self.quantizer!r}."

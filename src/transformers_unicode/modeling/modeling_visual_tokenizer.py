@@ -270,6 +270,7 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
             num_groups=config.num_groups,
             decay=config.codebook_decay,
             dead_code_threshold=config.dead_code_threshold,
+            dead_code_restart=config.dead_code_restart,
         )
 
     @torch.no_grad()

@@ -97,6 +97,9 @@ def half_squared_norms(codebook: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(codebook, dim=1).square_().mul_(0.5)
 
 
+DEAD_CODE_RESTARTS = ("encoder", "llm")
+
+
 def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over data-parallel processes; a no-op when torch.distributed is not running."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -131,8 +134,11 @@ class UnifiedCodebook(nn.Module):
         vocab_size (`int`): size of the LLM vocabulary, to validate ids.
         num_groups (`int`): dimension slices searched independently (1 except for MCQ).
         decay (`float`): the EMA decay gamma of Eq. 2.
-        dead_code_threshold (`float`): a code whose EMA count falls below this is restarted from a
-            random encoder output of the current batch; 0 disables restarts.
+        dead_code_threshold (`float`): a code whose EMA count falls below this is restarted; 0 disables
+            restarts.
+        dead_code_restart (`str`): where a dead code restarts: `"encoder"`, a random encoder output of the
+            current batch (moves the row off the LLM table), or `"llm"`, its own LLM row (issue 15: the row
+            goes back onto C_L, so restarts never take the codebook away from the table).
     """
 
     def __init__(
@@ -143,6 +149,7 @@ class UnifiedCodebook(nn.Module):
         num_groups: int = 1,
         decay: float = 0.99,
         dead_code_threshold: float = 0.0,
+        dead_code_restart: str = "encoder",
         eps: float = 1e-5,
     ):
         super().__init__()
@@ -153,6 +160,10 @@ class UnifiedCodebook(nn.Module):
                 f"llm_embedding must be (len(visual_ids), c) = ({visual_ids.numel()}, c); got "
                 f"{tuple(llm_embedding.shape)}."
             )
+        if dead_code_restart not in DEAD_CODE_RESTARTS:
+            raise ValueError(
+                f"dead_code_restart must be one of {DEAD_CODE_RESTARTS}; got {dead_code_restart!r}."
+            )
         dim = llm_embedding.shape[1]
         if dim % num_groups:
             raise ValueError(f"The embedding dimension {dim} is not divisible into {num_groups} groups.")
@@ -160,6 +171,7 @@ class UnifiedCodebook(nn.Module):
         self.num_groups = num_groups
         self.decay = decay
         self.dead_code_threshold = dead_code_threshold
+        self.dead_code_restart = dead_code_restart
         self.eps = eps
         # EMA updates are switched off by the frozen mode of CodebookSyncCallback.
         self.ema_enabled = True
@@ -254,7 +266,8 @@ class UnifiedCodebook(nn.Module):
 
     @torch.no_grad()
     def _restart_dead_codes(self, z: torch.Tensor, group: int, cols: slice) -> None:
-        """Move codes whose EMA count fell below the threshold onto random encoder outputs.
+        """Move codes whose EMA count fell below the threshold onto random encoder outputs, or back onto
+        their LLM rows (`dead_code_restart="llm"`).
 
         Rank 0 draws the replacement vectors and broadcasts them, so the replicas stay identical.
         """
@@ -262,8 +275,11 @@ class UnifiedCodebook(nn.Module):
         num_dead = int(dead.sum())
         if num_dead == 0 or z.shape[0] == 0:
             return
-        picks = torch.randint(0, z.shape[0], (num_dead,), device=z.device)
-        replacement = _broadcast_from_rank0(z[picks].contiguous())
+        if self.dead_code_restart == "llm":
+            replacement = self.llm_embedding[dead, cols]  # the same on every replica: nothing to broadcast
+        else:
+            picks = torch.randint(0, z.shape[0], (num_dead,), device=z.device)
+            replacement = _broadcast_from_rank0(z[picks].contiguous())
         self.embedding[dead, cols] = replacement
         self.embed_sum[dead, cols] = replacement
         self.cluster_size[group, dead] = 1.0

@@ -66,6 +66,12 @@ TABLES = {
                 "level scales, annealed, C = C_L from 80 %",
                 {"sync_schedule": "linear", "sync_freeze_fraction": 0.8, "level_scales": True},
             ),
+            # Issue 15's third lever: dead codes restart from their own LLM rows, not from encoder outputs.
+            Row("LLM-row restarts, iter (Eq. 3)", {"dead_code_restart": "llm"}),
+            Row(
+                "LLM-row restarts, annealed, C = C_L from 80 %",
+                {"sync_schedule": "linear", "sync_freeze_fraction": 0.8, "dead_code_restart": "llm"},
+            ),
         ),
     ),
     "rq_depth": Table(

@@ -72,6 +72,13 @@ class TokenizerTrainingArguments:
     dead_code_threshold: float = field(
         default=1.0, metadata={"help": "EMA count under which a code is restarted; 0 = off."}
     )
+    dead_code_restart: str = field(
+        default="encoder",
+        metadata={
+            "help": "Where a dead code restarts: 'encoder' (a random encoder output) or 'llm' (its own LLM row, "
+            "so restarts keep the codebook on the LLM table)."
+        },
+    )
     level_scales: bool = field(
         default=False,
         metadata={
@@ -103,6 +110,7 @@ class TokenizerTrainingArguments:
             latent_normalization=self.latent_normalization,
             codebook_decay=self.codebook_decay,
             dead_code_threshold=self.dead_code_threshold,
+            dead_code_restart=self.dead_code_restart,
             rq_level_scales=self.level_scales,
             commitment_weight=self.commitment_weight,
             adversarial_weight=self.adversarial_weight,
