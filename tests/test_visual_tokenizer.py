@@ -174,3 +174,30 @@ def test_bad_configs_are_refused(kwargs, match):
 def test_hq_and_vq_fix_their_depth():
     assert tiny_tokenizer_config("hq").codes_per_position == 5
     assert tiny_tokenizer_config("vq").codes_per_position == 1
+
+
+def test_a_unified_codebook_is_saved_without_its_copies_and_loads_back_exactly(tmp_path, pixels):
+    """Issue 15: with C = C_L the file holds C_L and the EMA counts only; both load paths rebuild C exactly."""
+    from safetensors.torch import load_file
+
+    tokenizer = tiny_tokenizer("rq", num_visual_codes=30)  # from_llm: C = C_L
+    codebook = tokenizer.codebook
+    codebook.cluster_size.copy_(torch.rand_like(codebook.cluster_size) + 0.5)  # counts a frozen run carries
+    codebook.set_embedding(codebook.llm_embedding)
+    tokenizer.save_pretrained(tmp_path / "unified")
+    stored = load_file(tmp_path / "unified" / "model.safetensors")
+    assert "quantizer.codebook.embedding" not in stored and "quantizer.codebook.embed_sum" not in stored
+    assert "quantizer.codebook.llm_embedding" in stored
+    assert UniCodeVisualTokenizer.from_pretrained(tmp_path / "unified").config.codebook_storage == "llm_rows"
+    fresh = tiny_tokenizer("rq", num_visual_codes=30, seed=1)
+    fresh.load_state_dict(stored)  # what a Trainer resume does: strict, and nothing is missing
+    for loaded in (UniCodeVisualTokenizer.from_pretrained(tmp_path / "unified"), fresh):
+        for key, value in tokenizer.state_dict().items():
+            assert torch.equal(value, loaded.state_dict()[key]), key
+
+    for _ in range(2):  # the EMA moves C off the table: everything is stored again
+        tokenizer(pixels).loss.backward()
+    assert not tokenizer.is_unified()
+    tokenizer.save_pretrained(tmp_path / "own")
+    assert "quantizer.codebook.embedding" in load_file(tmp_path / "own" / "model.safetensors")
+    assert UniCodeVisualTokenizer.from_pretrained(tmp_path / "own").config.codebook_storage == "own"

@@ -66,6 +66,11 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
             0 disables restarts.
         dead_code_restart (`str`, *optional*, defaults to `"encoder"`): a dead code restarts from a random
             encoder output (`"encoder"`) or from its own LLM row (`"llm"`, which keeps restarts on C_L).
+        unified_tolerance (`float`, *optional*, defaults to 1e-6): the codebook counts as the LLM's own rows
+            (C = C_L) when ||C - C_L|| / ||C_L|| is at most this; such a tokenizer is saved without its copies of
+            C (`codebook_storage="llm_rows"`), which are rebuilt from the LLM rows on load.
+        codebook_storage (`str`, *optional*, defaults to `"own"`): set by `save_pretrained`: `"own"` (C is saved)
+            or `"llm_rows"` (C was C_L within `unified_tolerance`, so only C_L is saved).
         rq_level_scales (`bool`, *optional*, defaults to `False`): RQ only: level d's codes are s_d times the
             codebook rows, with s_d fit in training (D numbers), so one codebook at the LLM table's scale can
             serve residuals that shrink from level to level (SPEC 3.2).
@@ -111,6 +116,8 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
     codebook_decay: float = 0.99
     dead_code_threshold: float = 0.0
     dead_code_restart: str = "encoder"
+    unified_tolerance: float = 1e-6
+    codebook_storage: str = "own"
     rq_level_scales: bool = False
     l1_weight: float = 1.0
     l2_weight: float = 1.0
@@ -138,6 +145,8 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
             )
         if self.codes_per_position < 1:
             raise ValueError(f"codes_per_position must be >= 1; got {self.codes_per_position}.")
+        if self.codebook_storage not in ("own", "llm_rows"):
+            raise ValueError(f"codebook_storage must be 'own' or 'llm_rows'; got {self.codebook_storage!r}.")
         if self.dead_code_restart not in ("encoder", "llm"):
             raise ValueError(f"dead_code_restart must be 'encoder' or 'llm'; got {self.dead_code_restart!r}.")
         if self.rq_level_scales and self.quantizer != "rq":

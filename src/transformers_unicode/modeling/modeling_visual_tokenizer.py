@@ -115,6 +115,10 @@ class UniCodeVisualTokenizerPreTrainedModel(PreTrainedModel):
         # codebook is not a parameter and keeps the LLM rows it was built from.
         if isinstance(module, (nn.Conv2d, nn.Linear, nn.LayerNorm, nn.GroupNorm)):
             module.reset_parameters()
+        elif isinstance(module, UnifiedCodebook) and self.config.codebook_storage == "llm_rows":
+            # Saved as C = C_L (issue 15): `from_pretrained` loaded C_L and the EMA counts, and calls this for
+            # the copies it did not find; C is C_L again, and the EMA sums follow from the counts.
+            module.set_embedding(module.llm_embedding)
 
 
 class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
@@ -139,6 +143,9 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
     >>> pixels = tokenizer.decode(codes)                                     # (2, 3, 32, 32) in [-1, 1]
     ```
     """
+
+    # The codebook's copies of C, which equal C_L (and C_L times the EMA counts) once the codebook is unified.
+    _UNIFIED_COPIES = ("quantizer.codebook.embedding", "quantizer.codebook.embed_sum")
 
     def __init__(self, config: UniCodeVisualTokenizerConfig):
         super().__init__(config)
@@ -199,7 +206,28 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
         self._perceptual = None
         if config.perceptual_weight > 0:
             self._perceptual = _load_perceptual_model(config.perceptual_model_path)
+        if config.codebook_storage == "llm_rows":
+            # C and its EMA sums are rebuilt from C_L on load (`_init_weights`): not missing, just not stored.
+            self._keys_to_ignore_on_load_missing = list(self._UNIFIED_COPIES)
         self.post_init()
+
+    def is_unified(self) -> bool:
+        """C = C_L within `config.unified_tolerance` (relative Frobenius distance over the whole table)."""
+        return self.codebook.unification()["llm_relative_distance"] <= self.config.unified_tolerance
+
+    def save_pretrained(self, save_directory, *args, state_dict=None, **kwargs):
+        """`PreTrainedModel.save_pretrained`; a unified codebook (issue 15) is saved without its copies of C.
+
+        When C = C_L within `config.unified_tolerance`, C and its EMA sums are the LLM rows and the LLM rows
+        times the EMA counts, so only C_L and the counts are written (`config.codebook_storage="llm_rows"`); both
+        `from_pretrained` and `load_state_dict` rebuild the copies. Otherwise everything is saved as before.
+        """
+        unified = self.is_unified()
+        self.config.codebook_storage = "llm_rows" if unified else "own"
+        if unified:
+            state_dict = self.state_dict() if state_dict is None else state_dict
+            state_dict = {key: value for key, value in state_dict.items() if key not in self._UNIFIED_COPIES}
+        return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
 
     # ---- building from an LLM ------------------------------------------------------------------
     @classmethod

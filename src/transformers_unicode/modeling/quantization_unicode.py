@@ -114,6 +114,21 @@ def _broadcast_from_rank0(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def _rebuild_unified_copies(module, state_dict, prefix, *args) -> None:
+    """A codebook saved as C = C_L (issue 15; the tokenizer's `codebook_storage="llm_rows"`) holds C_L and the
+    EMA counts only; C is C_L, and the EMA sums are C times the counts, so `load_state_dict` (a Trainer resume)
+    gets them back exactly."""
+    llm, counts = state_dict.get(prefix + "llm_embedding"), state_dict.get(prefix + "cluster_size")
+    if llm is None or counts is None or prefix + "embedding" in state_dict:
+        return
+    state_dict[prefix + "embedding"] = llm.clone()
+    sums = llm.clone()
+    for group in range(module.num_groups):
+        cols = module.group_slice(group)
+        sums[:, cols] = llm[:, cols] * counts[group, :, None]
+    state_dict[prefix + "embed_sum"] = sums
+
+
 class UnifiedCodebook(nn.Module):
     """The visual copy of an LLM's embedding rows, indexed by LLM token id.
 
@@ -185,6 +200,7 @@ class UnifiedCodebook(nn.Module):
         self.register_buffer("embed_sum", llm_embedding.clone())
         # Codes chosen since the last health() call (the logging window); not worth saving.
         self.register_buffer("usage_counts", torch.zeros(num_groups, num_codes), persistent=False)
+        self.register_load_state_dict_pre_hook(_rebuild_unified_copies)
 
     @property
     def num_codes(self) -> int:

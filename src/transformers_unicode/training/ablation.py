@@ -254,6 +254,10 @@ def _stage_one_row(
         "llm_positions_read": positions,
         "llm_positions_written": positions * config.codes_per_position,
     }
+    saved = os.path.join(output_dir, "model.safetensors")
+    if os.path.exists(saved):  # a unified codebook is saved without its copies of C (issue 15)
+        result["tokenizer_file_mb"] = os.path.getsize(saved) / 1e6
+        result["codebook_storage"] = config.codebook_storage
     table_rows = tokenizer.codebook.llm_embedding
     result["llm_rows_changed"] = not torch.equal(table_rows, _llm_rows(llm, tokenizer.codebook.visual_ids))
     return result
