@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 from conftest import StopAt, tiny_llm
+from safetensors.torch import load_file
 
 from transformers_unicode import UniCodeVisualTokenizer
 from transformers_unicode.cli import main
@@ -65,17 +66,25 @@ def test_training_writes_a_loadable_tokenizer_and_metrics(tmp_path):
     }
 
 
-def test_interrupted_run_resumes_to_the_same_codebook_and_weights(tmp_path):
+@pytest.mark.parametrize("mode", ["iter", "frozen"])
+def test_interrupted_run_resumes_to_the_same_codebook_and_weights(tmp_path, mode):
+    """Frozen: C = C_L, so the checkpoint holds no copy of C (issue 15) and the resume rebuilds it exactly."""
     uninterrupted = {}
-    train_tokenizer(tiny_args(), trainer_args(tmp_path / "a"), llm=tiny_llm(), trainer_out=uninterrupted)
+    train_tokenizer(
+        tiny_args(codebook_mode=mode), trainer_args(tmp_path / "a"), llm=tiny_llm(), trainer_out=uninterrupted
+    )
     with pytest.raises(KeyboardInterrupt):
-        train_tokenizer(tiny_args(), trainer_args(tmp_path / "b"), llm=tiny_llm(), callbacks=[StopAt(4)])
+        train_tokenizer(
+            tiny_args(codebook_mode=mode), trainer_args(tmp_path / "b"), llm=tiny_llm(), callbacks=[StopAt(4)]
+        )
     assert sorted(os.listdir(tmp_path / "b")) == ["checkpoint-3"], (
         "only complete checkpoints, no staging left"
     )
+    stored = load_file(tmp_path / "b" / "checkpoint-3" / "model.safetensors")
+    assert ("quantizer.codebook.embedding" in stored) == (mode == "iter")
     resumed = {}
     train_tokenizer(
-        tiny_args(),
+        tiny_args(codebook_mode=mode),
         trainer_args(tmp_path / "b"),
         llm=tiny_llm(),
         resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-3"),
