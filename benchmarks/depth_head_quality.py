@@ -175,13 +175,8 @@ def class_conditional(model, processor, judge, per_group: int, batch_size: int) 
         seed=0,
         batch_size=batch_size,
     )
-    verdicts = judge.predict(drawings)
-    hits = [verdict == group for verdict, group in zip(verdicts, requested, strict=True)]
-    return {
-        "in_requested_group": sum(hits) / len(hits),
-        "drawings": len(hits),
-        "groups_judged": len(set(verdicts)),
-    }
+    scores = judge.class_conditional(drawings, requested)
+    return {**scores, "groups_judged": len(set(scores["judged_as"]))}
 
 
 def main():

@@ -298,13 +298,12 @@ def main(argv=None) -> None:
     llm, llm_tokenizer = load_llm("embedded")
     visual = UniCodeVisualTokenizer.from_pretrained(args.tokenizer)
     base, processor = UniCodeForCausalLM.from_llm(llm, visual, tokenizer=llm_tokenizer, return_processor=True)
-    held_out = load_openmoji("test", size=visual.config.image_size)
-    held_out = held_out.shuffle(seed=0).select(range(min(args.eval_limit, len(held_out))))
+    test = load_openmoji("test", size=visual.config.image_size).shuffle(seed=0)
+    held_out = test.select(range(min(args.eval_limit, len(test))))
     questions, groups = openmoji_conversations("group", images=held_out), held_out["group"]
     final_score = None
     if args.final_eval_limit:
-        final = load_openmoji("test", size=visual.config.image_size).shuffle(seed=0)
-        final = final.select(range(min(args.final_eval_limit, len(final))))
+        final = test.select(range(min(args.final_eval_limit, len(test))))
         final_questions = openmoji_conversations("group", images=final)
 
         def final_score(model):

@@ -316,3 +316,15 @@ def test_group_judge_tells_real_pictures_apart_and_says_how_well():
     assert judge.predict(images[1500:1503]) == [
         str(p) for p in judge.classifier.predict(judge.features(images[1500:1503]))
     ]
+    # The class-conditional protocol: real digits "drawn" for the label they show are mostly judged right, and the
+    # shares are counted per requested group.
+    asked = labels[1500:1600]
+    drawn = judge.class_conditional(images[1500:1600], asked)
+    verdicts = judge.predict(images[1500:1600])
+    assert (
+        drawn["judged_as"] == verdicts and drawn["drawings"] == 100 and drawn["chance"] == 1 / len(set(asked))
+    )
+    assert drawn["in_requested_group"] == sum(v == a for v, a in zip(verdicts, asked, strict=True)) / 100
+    assert set(drawn["per_group"]) == set(asked) and all(
+        0 <= share <= 1 for share in drawn["per_group"].values()
+    )

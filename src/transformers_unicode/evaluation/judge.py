@@ -13,6 +13,8 @@ Measured on the embedded default (`python benchmarks/group_judge.py`): 79.9 % he
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 from PIL import Image
 
@@ -54,6 +56,23 @@ class GroupJudge:
         if self.classifier is None:
             raise ValueError("Fit the judge on real renders first: GroupJudge().fit(images, groups).")
         return [str(group) for group in self.classifier.predict(self.features(images))]
+
+    def class_conditional(self, drawings, requested) -> dict:
+        """The paper's class-conditional protocol in miniature: which share of the drawings does the judge put in
+        the group each was asked for (overall and per requested group)?"""
+        verdicts = self.predict(drawings)
+        hits = [verdict == group for verdict, group in zip(verdicts, requested, strict=True)]
+        asked = Counter(requested)
+        per_group = {
+            g: sum(h for h, r in zip(hits, requested, strict=True) if r == g) / n for g, n in asked.items()
+        }
+        return {
+            "in_requested_group": sum(hits) / len(hits),
+            "per_group": per_group,
+            "judged_as": verdicts,
+            "drawings": len(drawings),
+            "chance": 1 / len(asked),
+        }
 
     def score(self, images, groups) -> dict:
         """Accuracy and balanced accuracy (the mean over groups of each group's recall) on `images`."""

@@ -257,7 +257,7 @@ def evaluate_unicode(
     if args.class_conditional_per_group:
         class_drawings = drawn["class"]
         generation["class_conditional"] = _class_conditional(
-            class_drawings, requested_groups, args, train, test, train_images, test_images
+            class_drawings, requested_groups, train, test, train_images, test_images
         )
         class_captions = [
             f"Draw an emoji from the group {group}. (judge: {verdict})"
@@ -310,24 +310,15 @@ def evaluate_unicode(
     return report
 
 
-def _class_conditional(drawings, requested, args, train, test, train_images, test_images) -> dict:
+def _class_conditional(drawings, requested, train, test, train_images, test_images) -> dict:
     """The paper's class-conditional protocol in miniature: draw each CLDR group, let an outside judge say which
     group each drawing looks like. The judge's own held-out accuracy on real renders comes with it."""
     from .judge import JUDGE_MIN_ACCURACY, GroupJudge
 
     judge = GroupJudge().fit(train_images, list(train["group"]))
     judged = judge.score(test_images, list(test["group"]))
-    verdicts = judge.predict(drawings)
-    hits = [verdict == group for verdict, group in zip(verdicts, requested, strict=True)]
-    per_group = {
-        g: sum(h for h, r in zip(hits, requested, strict=True) if r == g) for g in dict.fromkeys(requested)
-    }
     return {
-        "in_requested_group": sum(hits) / len(hits),
-        "per_group": {g: n / args.class_conditional_per_group for g, n in per_group.items()},
-        "judged_as": verdicts,
-        "drawings": len(drawings),
-        "chance": 1 / len(per_group),
+        **judge.class_conditional(drawings, requested),
         "judge_held_out_accuracy": judged["accuracy"],
         "judge_held_out_balanced_accuracy": judged["balanced_accuracy"],
         "judge_counts": judged["accuracy"] >= JUDGE_MIN_ACCURACY,
