@@ -93,7 +93,7 @@ OVERFIT_GEOMETRY = {"image_size": 32, "latent_size": 4, "codes_per_position": 2}
 STAGE1_STEPS = 120  # a short Stage I: an untrained tokenizer's codes are not memorised in 40 steps (README)
 # Steps and rates found by a short sweep on this geometry; the test itself is the measurement (README).
 GROUP_STEPS, GROUP_LR = 40, 1e-4  # 32 emoji, batch 8: 10 epochs (32 left 2 of 32 wrong on one machine)
-GROUP_CHECKS = (24, 32)  # scored here too, stopping once memorised: 24 sufficed on one machine, 40 on another
+GROUP_CHECKS = (24, 32)  # also scored here, stopping once memorised (24 sufficed on one machine)
 DRAWING_STEPS, DRAWING_LR = 32, 3e-4  # 4 drawings, batch 4
 
 
@@ -134,7 +134,7 @@ class StopOnceMemorised(TrainerCallback):
     """Scores the model at `checks` (training steps) and ends training once `score(model) >= threshold`.
 
     The claim is "memorised within the step cap": a machine whose floats get there sooner need not pay for the
-    rest (the group check takes 40 steps on one machine and 24 on another; README, Stage II learning).
+    rest (the group check was memorised at step 24 on one machine, and short of it at 32 on another; README).
     """
 
     def __init__(self, checks, score, threshold: float):
