@@ -153,13 +153,12 @@ def test_miniature_quickstart_end_to_end_interrupted_and_resumed(tmp_path, capsy
     from transformers_unicode.training.quickstart import Quickstart
 
     out = tmp_path / "quickstart"
-    # One class-conditional drawing a group (the eval CLI test checks two): the drawing is half this test's time.
     flags = [
         "quickstart", "--out", str(out), "--tokenizer_steps", "4", "--tokenizer_batch_size", "8",
         "--train_limit", "48", "--sft_steps", "2", "--sft_batch_size", "2", "--sft_samples", "4", "--lora_r", "4",
         "--lora_alpha", "8", "--reconstruction_limit", "16", "--question_limit", "4", "--caption_limit", "2",
         "--prompt_limit", "2", "--diversity_prompts", "1", "--diversity_seeds", "2", "--sheet_size", "4",
-        "--batch_size", "4", "--language_tokens", "1024", "--class_conditional_per_group", "1",
+        "--batch_size", "4", "--language_tokens", "1024",
     ]  # fmt: skip
     finish_evaluation = Quickstart.run_evaluation
 
