@@ -14,7 +14,8 @@ Configurations are `KIND@LR`: `full` (every LLM weight), `lora` (r=64 on every l
 the LLM's rows of the visual ids: they are the unified codebook, and SmolLM2 ties them to its output layer) and `rows+lora`. `--task group` trains on group questions alone; `--task mixture` on the
 quickstart's mixture (captions, groups, drawings, decompression) with the same number of samples.
 `--balance_groups` draws the training emoji with their groups' frequencies tempered (Stage II's option of the
-same name; 1 = every group equally often). `--sampling` sets the batches (`task_length`, what Stage II ships; `exact_length`, which sorted group questions
+same name; 1 = every group equally often); `--natural_tail N` draws the run's last N samples at natural frequencies
+instead (a last phase that gives the answers back their real prior). `--sampling` sets the batches (`task_length`, what Stage II ships; `exact_length`, which sorted group questions
 by answer; `random`), and `--batch_purity` prints how much of a batch one answer holds under each.
 
     . .venv/bin/activate
@@ -267,6 +268,13 @@ def main(argv=None) -> None:
         "(0 = natural frequencies, 1 = every group equally)",
     )
     parser.add_argument(
+        "--natural_tail",
+        type=int,
+        default=0,
+        help="the run's last N samples are drawn at natural group frequencies (after the --balance_groups "
+        "draw, which makes the rest): batches stay random within each phase, and the phases keep their order",
+    )
+    parser.add_argument(
         "--batch_purity",
         action="store_true",
         help="only print how much of each batch one answer holds, for each sampling, and exit",
@@ -314,10 +322,28 @@ def main(argv=None) -> None:
     from trl import SFTConfig
 
     mixture = "group=1" if args.task == "group" else QUICKSTART_MIXTURE
+    if not 0 <= args.natural_tail < max(args.points):
+        parser.error(f"--natural_tail must lie in [0, {max(args.points)}) (the run's samples)")
+    if args.natural_tail and args.sampling != "random":
+        parser.error(
+            "--natural_tail shuffles each phase and keeps their order: give it with --sampling random"
+        )
     script = SFTScriptArguments(
-        mixture=mixture, num_samples=max(args.points), eval_limit=0, balance_groups=args.balance_groups
+        mixture=mixture,
+        num_samples=max(args.points) - args.natural_tail,
+        eval_limit=0,
+        balance_groups=args.balance_groups,
     )
     dataset = build_sft_dataset(script, processor, os.path.join(args.out, "dataset_cache"), {})
+    if args.natural_tail:
+        import datasets
+
+        tail = SFTScriptArguments(mixture=mixture, num_samples=args.natural_tail, eval_limit=0)
+        tail = build_sft_dataset(tail, processor, os.path.join(args.out, "dataset_cache_tail"), {})
+        # Each phase shuffled by the trainer's seed, then read in order: a sequential sampler keeps the phases.
+        dataset = datasets.concatenate_datasets(
+            [dataset.shuffle(seed=args.seed), tail.shuffle(seed=args.seed)]
+        ).flatten_indices()
     before = None
     for kind, lr in args.configs:
         name = f"{kind}@{lr:g}"
@@ -327,6 +353,8 @@ def main(argv=None) -> None:
             name += f" {args.sampling}"
         if args.balance_groups:
             name += f" balance={args.balance_groups:g}"
+        if args.natural_tail:
+            name += f" natural_tail={args.natural_tail}"
         if args.seed:
             name += f" seed={args.seed}"
         if any(run["config"] == name and run["task"] == args.task for run in runs):
@@ -354,7 +382,11 @@ def main(argv=None) -> None:
             save_strategy="no",
             activation_checkpointing=False,  # TRL's default recomputes every layer: a third more time, no gain here
             max_length=None,
-            train_sampling_strategy="random" if args.sampling == "random" else "group_by_length",
+            train_sampling_strategy="sequential"
+            if args.natural_tail
+            else "random"
+            if args.sampling == "random"
+            else "group_by_length",
             remove_unused_columns=False,
             dataset_kwargs={"skip_prepare_dataset": True},
             use_cpu=True,
