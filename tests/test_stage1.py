@@ -124,6 +124,22 @@ def test_two_process_gloo_run_keeps_identical_codebooks(tmp_path):
     assert not torch.equal(rank0["codebook"], fresh.codebook.embedding), "training moved the codebook"
 
 
+def test_a_unified_run_can_save_a_reference_to_the_llms_table(tmp_path):
+    """Issue 15: `--refer_to_llm` with a codebook at C = C_L writes no codebook table; one off the table is whole."""
+    tiny_llm().save_pretrained(tmp_path / "llm")
+    frozen = tiny_args(llm=str(tmp_path / "llm"), codebook_mode="frozen", refer_to_llm=True)
+    train_tokenizer(frozen, trainer_args(tmp_path / "frozen", save_strategy="no"))
+    stored = load_file(tmp_path / "frozen" / "model.safetensors")
+    assert "quantizer.codebook.llm_embedding" not in stored and "quantizer.codebook.embedding" not in stored
+    loaded = UniCodeVisualTokenizer.from_pretrained(tmp_path / "frozen")  # reads C_L from --llm again
+    table = tiny_llm().get_input_embeddings().weight
+    assert torch.equal(loaded.codebook.embedding, table[loaded.codebook.visual_ids])
+
+    moved = tiny_args(llm=str(tmp_path / "llm"), refer_to_llm=True)  # iter: the EMA moves C off the table
+    train_tokenizer(moved, trainer_args(tmp_path / "iter", save_strategy="no"))
+    assert "quantizer.codebook.embedding" in load_file(tmp_path / "iter" / "model.safetensors")
+
+
 def test_cli_trains_from_flags_and_resumes(tmp_path, capsys):
     llm_dir = tmp_path / "llm"
     tiny_llm().save_pretrained(llm_dir)

@@ -201,3 +201,53 @@ def test_a_unified_codebook_is_saved_without_its_copies_and_loads_back_exactly(t
     tokenizer.save_pretrained(tmp_path / "own")
     assert "quantizer.codebook.embedding" in load_file(tmp_path / "own" / "model.safetensors")
     assert UniCodeVisualTokenizer.from_pretrained(tmp_path / "own").config.codebook_storage == "own"
+
+
+def test_a_unified_tokenizer_can_refer_to_the_llms_table_instead_of_storing_it(tmp_path, pixels):
+    """Issue 15: `refer_to_llm=True` stores no codebook table at all; loading reads C_L from the LLM again."""
+    import os
+
+    from conftest import tiny_llm
+    from safetensors.torch import load_file
+
+    tiny_llm().save_pretrained(tmp_path / "llm")
+    tokenizer = UniCodeVisualTokenizer.from_llm(
+        str(tmp_path / "llm"), tiny_tokenizer_config(num_visual_codes=30)
+    )
+    assert tokenizer.config.llm_name_or_path == str(tmp_path / "llm")  # from_llm(path) records where it loads
+    tokenizer.eval()  # encoding in training mode would move C by EMA
+    tokenizer.save_pretrained(tmp_path / "rows")
+    tokenizer.save_pretrained(tmp_path / "refer", refer_to_llm=True)
+    stored = load_file(tmp_path / "refer" / "model.safetensors")
+    assert not any(key.startswith("quantizer.codebook.") and "embed" in key for key in stored), sorted(stored)
+    saved = os.path.getsize(tmp_path / "rows" / "model.safetensors") - os.path.getsize(
+        tmp_path / "refer" / "model.safetensors"
+    )
+    assert saved >= 30 * tokenizer.config.embedding_dim * 4  # C_L's K x c float32 values
+
+    codes = tokenizer.encode(pixels).codes
+    for loaded in (
+        UniCodeVisualTokenizer.from_pretrained(tmp_path / "refer"),  # loads the LLM from the config's path
+        UniCodeVisualTokenizer.from_pretrained(tmp_path / "refer", llm=tiny_llm()),  # or takes it loaded
+        AutoModel.from_pretrained(tmp_path / "refer"),
+    ):
+        for key, value in tokenizer.state_dict().items():
+            assert torch.equal(value, loaded.state_dict()[key]), key
+        assert torch.equal(loaded.encode(pixels).codes, codes)
+
+    with pytest.raises(ValueError, match="not the ones it was saved with"):
+        UniCodeVisualTokenizer.from_pretrained(tmp_path / "refer", llm=tiny_llm(seed=1))
+    with pytest.raises(ValueError, match="embedding table"):
+        UniCodeVisualTokenizer.from_pretrained(tmp_path / "refer", llm=tiny_llm(vocab_size=64))
+    (tmp_path / "llm" / "model.safetensors").unlink()
+    with pytest.raises(OSError, match="did not load.*llm="):
+        UniCodeVisualTokenizer.from_pretrained(tmp_path / "refer")
+
+    tokenizer.train()
+    for _ in range(2):  # the EMA moves C off the table: nothing to refer to
+        tokenizer(pixels).loss.backward()
+    with pytest.raises(ValueError, match="is not:"):
+        tokenizer.save_pretrained(tmp_path / "moved", refer_to_llm=True)
+    without_source = tiny_tokenizer("rq", num_visual_codes=30)
+    with pytest.raises(ValueError, match="llm_name_or_path"):
+        without_source.save_pretrained(tmp_path / "nowhere", refer_to_llm=True)

@@ -69,8 +69,14 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
         unified_tolerance (`float`, *optional*, defaults to 1e-6): the codebook counts as the LLM's own rows
             (C = C_L) when ||C - C_L|| / ||C_L|| is at most this; such a tokenizer is saved without its copies of
             C (`codebook_storage="llm_rows"`), which are rebuilt from the LLM rows on load.
-        codebook_storage (`str`, *optional*, defaults to `"own"`): set by `save_pretrained`: `"own"` (C is saved)
-            or `"llm_rows"` (C was C_L within `unified_tolerance`, so only C_L is saved).
+        codebook_storage (`str`, *optional*, defaults to `"own"`): set by `save_pretrained`: `"own"` (C is saved),
+            `"llm_rows"` (C was C_L within `unified_tolerance`, so only C_L is saved) or `"llm"` (C was C_L and
+            the folder refers to the LLM's table instead: `save_pretrained(..., refer_to_llm=True)`).
+        llm_name_or_path (`str`, *optional*): where the LLM whose table is the codebook loads from (a folder,
+            hub id, .gguf file or `"embedded"`); recorded by `from_llm` given a path, needed by `"llm"` storage.
+        llm_gguf_file (`str`, *optional*): the GGUF file inside `llm_name_or_path`, if it is one.
+        llm_rows_norm (`float`, *optional*): with `"llm"` storage, the Frobenius norm of C_L when saved, so a
+            load from another LLM fails with a clear error instead of quantizing into the wrong rows.
         rq_level_scales (`bool`, *optional*, defaults to `False`): RQ only: level d's codes are s_d times the
             codebook rows, with s_d fit in training (D numbers), so one codebook at the LLM table's scale can
             serve residuals that shrink from level to level (SPEC 3.2).
@@ -118,6 +124,9 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
     dead_code_restart: str = "encoder"
     unified_tolerance: float = 1e-6
     codebook_storage: str = "own"
+    llm_name_or_path: str | None = None
+    llm_gguf_file: str | None = None
+    llm_rows_norm: float | None = None
     rq_level_scales: bool = False
     l1_weight: float = 1.0
     l2_weight: float = 1.0
@@ -145,8 +154,10 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
             )
         if self.codes_per_position < 1:
             raise ValueError(f"codes_per_position must be >= 1; got {self.codes_per_position}.")
-        if self.codebook_storage not in ("own", "llm_rows"):
-            raise ValueError(f"codebook_storage must be 'own' or 'llm_rows'; got {self.codebook_storage!r}.")
+        if self.codebook_storage not in ("own", "llm_rows", "llm"):
+            raise ValueError(
+                f"codebook_storage must be 'own', 'llm_rows' or 'llm'; got {self.codebook_storage!r}."
+            )
         if self.dead_code_restart not in ("encoder", "llm"):
             raise ValueError(f"dead_code_restart must be 'encoder' or 'llm'; got {self.dead_code_restart!r}.")
         if self.rq_level_scales and self.quantizer != "rq":

@@ -115,6 +115,7 @@ class UniCodeVisualTokenizerPreTrainedModel(PreTrainedModel):
         # codebook is not a parameter and keeps the LLM rows it was built from.
         if isinstance(module, (nn.Conv2d, nn.Linear, nn.LayerNorm, nn.GroupNorm)):
             module.reset_parameters()
+        # With "llm" storage nothing of the codebook is in the folder: `from_pretrained` fills it from the LLM.
         elif isinstance(module, UnifiedCodebook) and self.config.codebook_storage == "llm_rows":
             # Saved as C = C_L (issue 15): `from_pretrained` loaded C_L and the EMA counts, and calls this for
             # the copies it did not find; C is C_L again, and the EMA sums follow from the counts.
@@ -146,6 +147,7 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
 
     # The codebook's copies of C, which equal C_L (and C_L times the EMA counts) once the codebook is unified.
     _UNIFIED_COPIES = ("quantizer.codebook.embedding", "quantizer.codebook.embed_sum")
+    _LLM_ROWS = "quantizer.codebook.llm_embedding"
 
     def __init__(self, config: UniCodeVisualTokenizerConfig):
         super().__init__(config)
@@ -209,25 +211,99 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
         if config.codebook_storage == "llm_rows":
             # C and its EMA sums are rebuilt from C_L on load (`_init_weights`): not missing, just not stored.
             self._keys_to_ignore_on_load_missing = list(self._UNIFIED_COPIES)
+        elif config.codebook_storage == "llm":
+            # C_L too is read from the LLM's table by `from_pretrained`.
+            self._keys_to_ignore_on_load_missing = [*self._UNIFIED_COPIES, self._LLM_ROWS]
         self.post_init()
 
     def is_unified(self) -> bool:
         """C = C_L within `config.unified_tolerance` (relative Frobenius distance over the whole table)."""
         return self.codebook.unification()["llm_relative_distance"] <= self.config.unified_tolerance
 
-    def save_pretrained(self, save_directory, *args, state_dict=None, **kwargs):
+    def save_pretrained(self, save_directory, *args, state_dict=None, refer_to_llm: bool = False, **kwargs):
         """`PreTrainedModel.save_pretrained`; a unified codebook (issue 15) is saved without its copies of C.
 
         When C = C_L within `config.unified_tolerance`, C and its EMA sums are the LLM rows and the LLM rows
         times the EMA counts, so only C_L and the counts are written (`config.codebook_storage="llm_rows"`); both
         `from_pretrained` and `load_state_dict` rebuild the copies. Otherwise everything is saved as before.
+
+        `refer_to_llm=True` leaves C_L out too (`"llm"` storage): the folder refers to the table of the LLM at
+        `config.llm_name_or_path`, which `from_pretrained` then loads (or takes as `llm=`). Only a unified
+        codebook can be saved so: a codebook that moved off the table has nothing to refer to.
         """
         unified = self.is_unified()
-        self.config.codebook_storage = "llm_rows" if unified else "own"
+        if refer_to_llm:
+            if not unified:
+                distance = self.codebook.unification()["llm_relative_distance"]
+                raise ValueError(
+                    f"refer_to_llm=True saves a codebook as the LLM's own rows, but this one is not: ||C - C_L|| / "
+                    f"||C_L|| = {distance:.3g} > unified_tolerance={self.config.unified_tolerance:g}. Save it "
+                    "without refer_to_llm (it is stored whole), or train it to C = C_L (a frozen codebook, or "
+                    "CodebookSyncCallback(freeze_fraction=...))."
+                )
+            if not self.config.llm_name_or_path:
+                raise ValueError(
+                    "refer_to_llm=True needs to know where the LLM loads from: set "
+                    "tokenizer.config.llm_name_or_path (and llm_gguf_file for a GGUF folder), or build the "
+                    "tokenizer with UniCodeVisualTokenizer.from_llm(path)."
+                )
+        self.config.codebook_storage = "llm" if refer_to_llm else "llm_rows" if unified else "own"
+        self.config.llm_rows_norm = float(self.codebook.llm_embedding.norm()) if refer_to_llm else None
         if unified:
+            left_out = (*self._UNIFIED_COPIES, self._LLM_ROWS) if refer_to_llm else self._UNIFIED_COPIES
             state_dict = self.state_dict() if state_dict is None else state_dict
-            state_dict = {key: value for key, value in state_dict.items() if key not in self._UNIFIED_COPIES}
+            state_dict = {key: value for key, value in state_dict.items() if key not in left_out}
         return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, llm=None, **kwargs):
+        """`PreTrainedModel.from_pretrained`; a folder saved with `refer_to_llm=True` also reads its codebook
+        from the LLM's table: from `llm` (a loaded causal LM) when given, else from `config.llm_name_or_path`.
+        """
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        if model.config.codebook_storage == "llm":
+            model._read_codebook_from_llm(llm)
+        return model
+
+    @torch.no_grad()
+    def _read_codebook_from_llm(self, llm=None) -> None:
+        from .llm_utils import input_embedding_table, load_llm
+
+        config = self.config
+        source = "the given llm" if llm is not None else repr(config.llm_name_or_path)
+        if llm is None:
+            try:
+                llm, _ = load_llm(
+                    config.llm_name_or_path, gguf_file=config.llm_gguf_file, load_tokenizer=False
+                )
+            except Exception as error:  # any load failure: say which LLM the folder needs, and how to give it
+                raise OSError(
+                    f"This tokenizer refers to the embedding table of the LLM at {source} "
+                    f"(gguf_file={config.llm_gguf_file!r}), which did not load: {error}. Pass the loaded LLM as "
+                    "UniCodeVisualTokenizer.from_pretrained(folder, llm=...)."
+                ) from error
+        table = input_embedding_table(llm)
+        ids = self.codebook.visual_ids
+        if tuple(table.shape) != (config.vocab_size, config.embedding_dim):
+            raise ValueError(
+                f"This tokenizer refers to a {config.vocab_size} x {config.embedding_dim} embedding table; {source} "
+                f"has {tuple(table.shape)[0]} x {tuple(table.shape)[1]}. Load it with the LLM it was trained on."
+            )
+        rows = table[ids.to(table.device)].to(self.codebook.llm_embedding)
+        norm = float(rows.norm())
+        if (
+            config.llm_rows_norm is not None
+            and abs(norm - config.llm_rows_norm) > 1e-4 * config.llm_rows_norm
+        ):
+            raise ValueError(
+                f"The rows of {source} at this tokenizer's visual ids are not the ones it was saved with (norm "
+                f"{norm:.6g}, saved {config.llm_rows_norm:.6g}): it needs the LLM it was trained on, as saved then "
+                "(a tuned LLM's rows have moved)."
+            )
+        self.codebook.llm_embedding.copy_(rows)
+        self.codebook.set_embedding(rows)
+        # The live model now holds every table again; the next save decides its storage afresh.
+        config.codebook_storage = "llm_rows"
 
     # ---- building from an LLM ------------------------------------------------------------------
     @classmethod
@@ -280,6 +356,10 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
         )
         for key in ("model_type", "transformers_version"):
             config_dict.pop(key, None)
+        if isinstance(
+            llm_or_path, (str, os.PathLike)
+        ):  # where the table comes from: `refer_to_llm` saves need it
+            config_dict.update(llm_name_or_path=str(llm_or_path), llm_gguf_file=gguf_file)
         config = UniCodeVisualTokenizerConfig(**config_dict)
         model = cls(config)
         model.set_codebook(table[visual_ids], visual_ids)

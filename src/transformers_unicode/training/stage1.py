@@ -85,6 +85,13 @@ class TokenizerTrainingArguments:
             "help": "RQ: a fitted scale per level on the codebook rows (lets a codebook at C_L serve all D)."
         },
     )
+    refer_to_llm: bool = field(
+        default=False,
+        metadata={
+            "help": "Save a unified codebook (C = C_L at the end) as a reference to --llm's table instead of a "
+            "copy (the folder then needs the LLM to load); a codebook that moved off the table is saved whole."
+        },
+    )
     commitment_weight: float = field(default=0.25, metadata={"help": "Weight of the commitment loss."})
     adversarial_weight: float = field(default=0.0, metadata={"help": "Patch-GAN loss weight; 0 = off."})
     train_limit: int | None = field(default=None, metadata={"help": "Use at most this many training images."})
@@ -244,6 +251,7 @@ def train_tokenizer(
     # The Trainer seeds in its __init__, after the model exists: seed the random init here (reproducibility.py).
     seed_everything(training_args)
     tokenizer = UniCodeVisualTokenizer.from_llm(llm, config, tokenizer=llm_tokenizer)
+    tokenizer.config.llm_name_or_path, tokenizer.config.llm_gguf_file = args.llm, args.gguf_file
     del llm
     # Channels-last weights let oneDNN run the convolutions in its native layout: 1.09-1.14x faster steps on
     # 2 CPU cores (benchmarks/tokenizer_step.py). Saved weights load back in the default layout.
@@ -271,7 +279,18 @@ def train_tokenizer(
     # The saved config says how unified this tokenizer is, so a reader of the folder need not recompute it.
     tokenizer.config.codebook_unification = {key: round(value, 6) for key, value in unification.items()}
     if trainer.is_world_process_zero():
-        trainer.save_model(training_args.output_dir)
+        refer = args.refer_to_llm and tokenizer.is_unified()
+        if args.refer_to_llm and not refer:
+            logger.warning(
+                "--refer_to_llm: the codebook ended off the LLM's table (llm_relative_distance %.3g), so it is "
+                "saved whole. Train it to C = C_L (--codebook_mode frozen or --sync_freeze_fraction) to refer.",
+                unification["llm_relative_distance"],
+            )
+        if refer:  # the Trainer's save_model has no way to pass it; it would save the same files otherwise
+            tokenizer.save_pretrained(training_args.output_dir, refer_to_llm=True)
+            torch.save(training_args, os.path.join(training_args.output_dir, "training_args.bin"))
+        else:
+            trainer.save_model(training_args.output_dir)
         atomic_write_json(os.path.join(training_args.output_dir, "eval_results.json"), metrics)
     return metrics
 
