@@ -115,10 +115,10 @@ class UniCodeVisualTokenizerPreTrainedModel(PreTrainedModel):
         # codebook is not a parameter and keeps the LLM rows it was built from.
         if isinstance(module, (nn.Conv2d, nn.Linear, nn.LayerNorm, nn.GroupNorm)):
             module.reset_parameters()
-        # With "llm" storage nothing of the codebook is in the folder: `from_pretrained` fills it from the LLM.
         elif isinstance(module, UnifiedCodebook) and self.config.codebook_storage == "llm_rows":
             # Saved as C = C_L (issue 15): `from_pretrained` loaded C_L and the EMA counts, and calls this for
-            # the copies it did not find; C is C_L again, and the EMA sums follow from the counts.
+            # the copies it did not find; C is C_L again, and the EMA sums follow from the counts. ("llm" storage
+            # holds no table at all: `from_pretrained` fills the codebook from the LLM after loading.)
             module.set_embedding(module.llm_embedding)
 
 
@@ -253,7 +253,10 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
             left_out = (*self._UNIFIED_COPIES, self._LLM_ROWS) if refer_to_llm else self._UNIFIED_COPIES
             state_dict = self.state_dict() if state_dict is None else state_dict
             state_dict = {key: value for key, value in state_dict.items() if key not in left_out}
-        return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+        saved = super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+        if refer_to_llm:  # the folder refers to the LLM; this live model still holds every table
+            self.config.codebook_storage = "llm_rows"
+        return saved
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, llm=None, **kwargs):
@@ -356,9 +359,8 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
         )
         for key in ("model_type", "transformers_version"):
             config_dict.pop(key, None)
-        if isinstance(
-            llm_or_path, (str, os.PathLike)
-        ):  # where the table comes from: `refer_to_llm` saves need it
+        if isinstance(llm_or_path, (str, os.PathLike)):
+            # Where the table comes from: a `refer_to_llm` save needs it.
             config_dict.update(llm_name_or_path=str(llm_or_path), llm_gguf_file=gguf_file)
         config = UniCodeVisualTokenizerConfig(**config_dict)
         model = cls(config)
