@@ -286,11 +286,9 @@ def train_tokenizer(
                 "saved whole. Train it to C = C_L (--codebook_mode frozen or --sync_freeze_fraction) to refer.",
                 unification["llm_relative_distance"],
             )
-        if refer:  # the Trainer's save_model has no way to pass it; it would save the same files otherwise
+        trainer.save_model(training_args.output_dir)
+        if refer:  # save_model cannot pass save_pretrained's arguments: write the weights and config again
             tokenizer.save_pretrained(training_args.output_dir, refer_to_llm=True)
-            torch.save(training_args, os.path.join(training_args.output_dir, "training_args.bin"))
-        else:
-            trainer.save_model(training_args.output_dir)
         atomic_write_json(os.path.join(training_args.output_dir, "eval_results.json"), metrics)
     return metrics
 
