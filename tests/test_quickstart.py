@@ -86,6 +86,21 @@ def test_budget_gives_each_training_stage_its_plan_or_the_same_fraction_of_it(
         assert max(fractions) < 1.0
 
 
+def test_a_cheaper_stage_two_estimate_leaves_stage_one_its_plan(tmp_path, monkeypatch):
+    """A long Stage II of cheap steps (the longer recipe's group questions) must not make the plan cut Stage I:
+    at the default 17.5 s a step, 600 steps do not fit 90 minutes and both stages would shrink."""
+    plan = dict(budget_minutes=90.0, tokenizer_steps=3600, sft_steps=600)
+    default = _quickstart(tmp_path / "default", monkeypatch, FakeClock(), **plan)
+    assert default._stage_deadline("tokenizer") - default.started < default._stage_seconds()["tokenizer"]
+    clock = FakeClock()
+    run = _quickstart(tmp_path / "cheap", monkeypatch, clock, sft_seconds_per_step=5.0, **plan)
+    planned = run._stage_seconds()
+    assert planned["sft"] == pytest.approx(600 * 5.0 + 60)
+    assert run._stage_deadline("tokenizer") - clock.now >= planned["tokenizer"]
+    with pytest.raises(ValueError, match="sft_seconds_per_step"):
+        _quickstart(tmp_path / "bad", monkeypatch, FakeClock(), sft_seconds_per_step=0.0)
+
+
 def test_stage_two_config_names_activation_checkpointing(tmp_path):
     """`gradient_checkpointing` is a deprecated alias (FutureWarning) of `activation_checkpointing`."""
     from transformers_unicode.training.quickstart import Quickstart, QuickstartArguments

@@ -117,6 +117,17 @@ class QuickstartArguments:
         metadata={"help": "Recompute Stage II activations in the backward pass: less memory, slower steps."},
     )
     sft_samples: int = field(default=96, metadata={"help": "Samples in the Stage II mixture."})
+    # The plan splits the budget by estimated seconds, and the default estimate is the default mixture's step
+    # (micro-batches of 2, checkpointed, a third of the samples drawings). Another recipe's steps can cost a
+    # quarter of that (a batch of 8 group questions in one pass, fully tuned: 4.7 s; README, issue 14), and an
+    # estimate 4x too high would make the plan cut Stage I to a few minutes to fit Stage II's imagined hours.
+    sft_seconds_per_step: float | None = field(
+        default=None,
+        metadata={
+            "help": "The plan's estimate of one Stage II step on this machine, which splits the budget between the "
+            "stages (default: 17.5 s for 8 samples of the default recipe on 2 CPU cores)."
+        },
+    )
     mixture: str = field(
         default="caption=1,group=3,text_to_image=2,group_to_image=1,decompression=0.25",
         metadata={
@@ -186,6 +197,8 @@ class QuickstartArguments:
             )
         if not 0.0 <= self.balance_groups <= 1.0:
             raise ValueError(f"--balance_groups must lie in [0, 1], got {self.balance_groups}.")
+        if self.sft_seconds_per_step is not None and self.sft_seconds_per_step <= 0:
+            raise ValueError(f"--sft_seconds_per_step must be positive, got {self.sft_seconds_per_step}.")
         if self.budget_minutes <= 0:
             raise ValueError(f"--budget_minutes must be positive, got {self.budget_minutes}.")
 
@@ -238,9 +251,15 @@ class Quickstart:
         a = self.args
         return {
             "tokenizer": a.tokenizer_steps * CPU_SECONDS_PER_STEP["tokenizer"] * a.tokenizer_batch_size / 32,
-            "sft": a.sft_steps * CPU_SECONDS_PER_STEP["sft"] * a.sft_batch_size / 8 + 60,
+            "sft": a.sft_steps * self._sft_seconds_per_step() + 60,
             "evaluation": CPU_EVALUATION_SECONDS,
         }
+
+    def _sft_seconds_per_step(self) -> float:
+        a = self.args
+        if a.sft_seconds_per_step is not None:
+            return a.sft_seconds_per_step
+        return CPU_SECONDS_PER_STEP["sft"] * a.sft_batch_size / 8
 
     def _stage_deadline(self, stage: str) -> float:
         """When a training stage must stop so that the whole run keeps its budget.
