@@ -294,3 +294,54 @@ def test_llm_row_restarts_are_a_config_option_that_survives_save_and_load(tmp_pa
     assert UniCodeVisualTokenizer.from_pretrained(tmp_path).codebook.dead_code_restart == "llm"
     with pytest.raises(ValueError, match="dead_code_restart must be 'encoder' or 'llm'"):
         UniCodeVisualTokenizerConfig(dead_code_restart="random")
+
+
+def test_code_entropy_loss_is_zero_for_one_code_and_lowest_for_a_confident_spread():
+    from transformers_unicode import code_entropy_loss
+
+    rows = 10.0 * torch.eye(8)  # far apart: a feature on a row is assigned to it alone
+    collapsed = code_entropy_loss(rows[[3, 3, 3, 3]], rows, temperature=1.0)
+    spread = code_entropy_loss(rows, rows, temperature=1.0)
+    assert collapsed == pytest.approx(0.0, abs=1e-6)
+    assert spread == pytest.approx(-torch.log(torch.tensor(8.0)).item(), abs=1e-4)
+    between = code_entropy_loss(torch.zeros(4, 8), rows, temperature=1.0)  # equidistant: unsure, spread
+    assert between == pytest.approx(0.0, abs=1e-5)  # log 8 per feature, minus log 8 for the batch
+
+
+def test_code_entropy_loss_spreads_collapsed_features_over_a_frozen_codebook():
+    """Features that all start by one row of a codebook that cannot move: descending the loss alone moves them
+    onto many rows, which is what a frozen (C = C_L) tokenizer's encoder would learn from it (issue 15)."""
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(32, 8, generator=generator)
+    codebook = UnifiedCodebook(rows, torch.arange(10, 42), vocab_size=80)
+    codebook.ema_enabled = False
+    quantizer = ResidualQuantizer(codebook, depth=1, entropy_temperature=1.0)
+    features = (rows[0] + 0.1 * torch.randn(1, 8, 8, 8, generator=generator)).requires_grad_()
+    optimizer = torch.optim.Adam([features], lr=0.05)
+
+    def rows_in_use():
+        return quantizer.eval().quantize(features.detach())[1].unique().numel()
+
+    before = rows_in_use()
+    for _ in range(100):
+        quantizer.train()
+        _, _, losses = quantizer.quantize(features)
+        optimizer.zero_grad()
+        losses.code_entropy.backward()
+        optimizer.step()
+    assert torch.equal(codebook.embedding, codebook.llm_embedding)  # the codebook did not move
+    assert before <= 2 and rows_in_use() >= 16
+
+
+def test_code_entropy_weight_adds_the_loss_in_training_only(pixels):
+    tokenizer = tiny_tokenizer("rq", code_entropy_weight=0.5)
+    plain = tiny_tokenizer("rq")
+    torch.manual_seed(0)
+    out = tokenizer(pixels)
+    torch.manual_seed(0)
+    reference = plain(pixels)
+    assert out.code_entropy_loss is not None and reference.code_entropy_loss is None
+    assert out.loss.item() == pytest.approx((reference.loss + 0.5 * out.code_entropy_loss).item(), rel=1e-5)
+    assert tokenizer.eval()(pixels).code_entropy_loss is None  # evaluation: the plain loss
+    with pytest.raises(ValueError, match="VQ and RQ option"):
+        tiny_tokenizer("mcq", code_entropy_weight=0.1)

@@ -19,5 +19,6 @@ from .quantization_unicode import (
     VectorQuantizer,
     aggregate_code_embeddings,
     build_quantizer,
+    code_entropy_loss,
     nearest_code_search,
 )

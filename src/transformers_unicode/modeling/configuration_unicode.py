@@ -82,6 +82,12 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
             serve residuals that shrink from level to level (SPEC 3.2).
         l1_weight, l2_weight (`float`, *optional*, default to 1.0): pixel reconstruction losses.
         commitment_weight (`float`, *optional*, defaults to 0.25): weight of ||z - sg(zq)||^2.
+        code_entropy_weight (`float`, *optional*, defaults to 0.0): VQ and RQ: weight of the code-usage entropy
+            loss (each feature's soft assignment confident, the batch's spread over the codes), which spreads the
+            encoder's outputs over a codebook that cannot move itself (C = C_L); 0 disables it.
+        code_entropy_temperature (`float`, *optional*, defaults to 1.0): the soft assignment is
+            softmax(-||z - c||^2 / temperature); SmolLM2's rows lie ~7 (nearest) to ~11 (median) apart in squared
+            distance.
         adversarial_weight (`float`, *optional*, defaults to 0.0): patch-GAN hinge loss weight; 0 disables it.
         adversarial_start_step (`int`, *optional*, defaults to 0): training forward passes before it starts.
         discriminator_channels (`int`, *optional*, defaults to 32): width of the patch-GAN discriminator.
@@ -131,6 +137,8 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
     l1_weight: float = 1.0
     l2_weight: float = 1.0
     commitment_weight: float = 0.25
+    code_entropy_weight: float = 0.0
+    code_entropy_temperature: float = 1.0
     adversarial_weight: float = 0.0
     adversarial_start_step: int = 0
     discriminator_channels: int = 32
@@ -160,6 +168,15 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
             )
         if self.dead_code_restart not in ("encoder", "llm"):
             raise ValueError(f"dead_code_restart must be 'encoder' or 'llm'; got {self.dead_code_restart!r}.")
+        if self.code_entropy_weight < 0 or self.code_entropy_temperature <= 0:
+            raise ValueError(
+                "code_entropy_weight must be >= 0 and code_entropy_temperature > 0; got "
+                f"{self.code_entropy_weight} and {self.code_entropy_temperature}."
+            )
+        if self.code_entropy_weight > 0 and self.quantizer not in ("vq", "rq"):
+            raise ValueError(
+                f"The code entropy loss is a VQ and RQ option; this tokenizer's quantizer is {self.quantizer!r}."
+            )
         if self.rq_level_scales and self.quantizer != "rq":
             raise ValueError(
                 f"rq_level_scales is an RQ option; this tokenizer's quantizer is {self.quantizer!r}."

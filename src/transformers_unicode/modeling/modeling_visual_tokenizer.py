@@ -32,12 +32,15 @@ class UniCodeVisualTokenizerEncoderOutput(ModelOutput):
         quantized (`torch.FloatTensor` of shape `(B, c, h', w')`): quantized features (straight-through).
         features (`torch.FloatTensor` of shape `(B, c, h', w')`): encoder features before quantization.
         commitment_loss (`torch.FloatTensor`): ||z - sg(zq)||^2.
+        code_entropy_loss (`torch.FloatTensor`, *optional*): the code-usage entropy loss, in training with
+            `code_entropy_weight` > 0.
     """
 
     codes: torch.LongTensor | None = None
     quantized: torch.FloatTensor | None = None
     features: torch.FloatTensor | None = None
     commitment_loss: torch.FloatTensor | None = None
+    code_entropy_loss: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -47,8 +50,8 @@ class UniCodeVisualTokenizerOutput(ModelOutput):
         loss (`torch.FloatTensor`): the Stage I loss, the sum of the weighted terms below.
         reconstruction (`torch.FloatTensor` of shape `(B, 3, H, W)`): decoded pixels (about [-1, 1]).
         codes (`torch.LongTensor` of shape `(B, h, w, D)`): LLM token ids.
-        reconstruction_loss, commitment_loss, perceptual_loss, generator_loss, discriminator_loss
-            (`torch.FloatTensor`): the unweighted terms, for logging.
+        reconstruction_loss, commitment_loss, code_entropy_loss, perceptual_loss, generator_loss,
+            discriminator_loss (`torch.FloatTensor`): the unweighted terms, for logging.
     """
 
     loss: torch.FloatTensor | None = None
@@ -56,6 +59,7 @@ class UniCodeVisualTokenizerOutput(ModelOutput):
     codes: torch.LongTensor | None = None
     reconstruction_loss: torch.FloatTensor | None = None
     commitment_loss: torch.FloatTensor | None = None
+    code_entropy_loss: torch.FloatTensor | None = None
     perceptual_loss: torch.FloatTensor | None = None
     generator_loss: torch.FloatTensor | None = None
     discriminator_loss: torch.FloatTensor | None = None
@@ -192,7 +196,11 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
         # The codebook is registered once, inside the quantizer (`self.codebook` is a view of it), so the
         # saved state has no aliased tensors.
         self.quantizer = build_quantizer(
-            config.quantizer, codebook, depth=config.codes_per_position, level_scales=config.rq_level_scales
+            config.quantizer,
+            codebook,
+            depth=config.codes_per_position,
+            level_scales=config.rq_level_scales,
+            entropy_temperature=config.code_entropy_temperature if config.code_entropy_weight > 0 else None,
         )
         # Per-dimension statistics of the visual rows: encoder outputs are rescaled to them when
         # latent_normalization is on, so that features start among the codes instead of collapsing
@@ -432,6 +440,7 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
             quantized=quantized.permute(0, 3, 1, 2),
             features=features.permute(0, 3, 1, 2),
             commitment_loss=losses.commitment,
+            code_entropy_loss=losses.code_entropy if torch.is_tensor(losses.code_entropy) else None,
         )
         return output if return_dict else output.to_tuple()
 
@@ -504,6 +513,8 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
             reconstruction, pixel_values
         ) + config.l2_weight * F.mse_loss(reconstruction, pixel_values)
         loss = reconstruction_loss + config.commitment_weight * encoded.commitment_loss
+        if encoded.code_entropy_loss is not None:
+            loss = loss + config.code_entropy_weight * encoded.code_entropy_loss
         perceptual_loss = generator_loss = discriminator_loss = None
         if self._perceptual is not None:
             perceptual_loss = _perceptual_distance(self._perceptual, reconstruction, pixel_values)
@@ -519,6 +530,9 @@ class UniCodeVisualTokenizer(UniCodeVisualTokenizerPreTrainedModel):
             codes=encoded.codes,
             reconstruction_loss=reconstruction_loss.detach(),
             commitment_loss=encoded.commitment_loss.detach(),
+            code_entropy_loss=None
+            if encoded.code_entropy_loss is None
+            else encoded.code_entropy_loss.detach(),
             perceptual_loss=None if perceptual_loss is None else perceptual_loss.detach(),
             generator_loss=None if generator_loss is None else generator_loss.detach(),
             discriminator_loss=None if discriminator_loss is None else discriminator_loss.detach(),

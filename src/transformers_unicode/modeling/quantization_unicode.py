@@ -396,9 +396,46 @@ def validate_visual_ids(visual_ids: torch.Tensor, vocab_size: int) -> None:
 
 @dataclass
 class QuantizerLosses:
-    """Commitment loss ||z - sg(zq)||^2, averaged over levels; the codebook itself learns by EMA."""
+    """Commitment loss ||z - sg(zq)||^2, averaged over levels; the codebook itself learns by EMA.
+
+    `code_entropy` is the code-usage entropy loss (`code_entropy_loss`), averaged over levels; 0 unless the
+    quantizer was built with an entropy temperature.
+    """
 
     commitment: torch.Tensor
+    code_entropy: torch.Tensor | float = 0.0
+
+
+def code_entropy_loss(features: torch.Tensor, table: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean entropy of each feature's soft assignment minus the entropy of the batch's mean assignment.
+
+    The assignment is softmax(-||z - c_k||^2 / temperature) over the codebook rows. Minimising the first term
+    makes each feature commit to one row; maximising the second spreads the batch over the rows (the entropy
+    penalty of MaskGIT/MAGVIT-v2's lookup-free quantizer, here on Euclidean distances). Its gradient reaches
+    the encoder only: it is how a codebook that cannot move (C = C_L) gets used widely, where the EMA and
+    restarts that spread a learned codebook are off (issue 15). Written by hand because no HF library has it.
+    """
+    flat = features.reshape(-1, features.shape[-1]).float()
+    table = table.float()
+    squared = (
+        flat.pow(2).sum(-1, keepdim=True) - 2 * flat @ table.t() + table.pow(2).sum(-1)
+    )  # (N, K); K is the visual codes, so this is N x K, never N x V
+    log_probs = torch.log_softmax(-squared / temperature, dim=-1)
+    probs = log_probs.exp()
+    per_feature = -(probs * log_probs).sum(-1).mean()
+    mean = _all_reduce_mean(probs.mean(0))
+    batch = -(mean * mean.clamp_min(1e-12).log()).sum()
+    return per_feature - batch
+
+
+def _all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean over replicas, differentiable (each replica's own share keeps its gradient)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    gathered = [torch.zeros_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, tensor.detach())
+    gathered[dist.get_rank()] = tensor
+    return torch.stack(gathered).mean(0)
 
 
 def _check_features(z: torch.Tensor, dim: int) -> None:
@@ -425,9 +462,19 @@ class UniCodeQuantizer(nn.Module):
     codes_per_position: int = 1
     spatial_factor: int = 1
 
-    def __init__(self, codebook: UnifiedCodebook):
+    def __init__(self, codebook: UnifiedCodebook, entropy_temperature: float | None = None):
         super().__init__()
         self.codebook = codebook
+        # With a temperature, `quantize` also returns the code-usage entropy loss (VQ and RQ); None: not computed.
+        self.entropy_temperature = entropy_temperature
+
+    def _level_entropy(self, z: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor | float:
+        """The entropy loss of one level's features (with their gradient), searched as `_quantize_level` does."""
+        if self.entropy_temperature is None or not self.training:
+            return 0.0
+        if scale is not None:  # a copy: the level's scale is refit in place after this, within the same graph
+            z = z / scale.detach().clone()
+        return code_entropy_loss(z, self.codebook.embedding, self.entropy_temperature)
 
     def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, QuantizerLosses]:
         raise NotImplementedError
@@ -476,7 +523,7 @@ class VectorQuantizer(UniCodeQuantizer):
     def quantize(self, z):
         _check_features(z, self.codebook.dim)
         zq, codes = self._quantize_level(z)
-        losses = QuantizerLosses(commitment=F.mse_loss(z, zq.detach()))
+        losses = QuantizerLosses(commitment=F.mse_loss(z, zq.detach()), code_entropy=self._level_entropy(z))
         return _straight_through(z, zq), codes.unsqueeze(-1), losses
 
     def embed(self, codes):
@@ -501,8 +548,14 @@ class ResidualQuantizer(UniCodeQuantizer):
     unscaled, as without scales (a linear probe found the group equally readable either way; README).
     """
 
-    def __init__(self, codebook: UnifiedCodebook, depth: int = 4, level_scales: bool = False):
-        super().__init__(codebook)
+    def __init__(
+        self,
+        codebook: UnifiedCodebook,
+        depth: int = 4,
+        level_scales: bool = False,
+        entropy_temperature: float | None = None,
+    ):
+        super().__init__(codebook, entropy_temperature)
         if depth < 1:
             raise ValueError(f"Residual depth must be >= 1; got {depth}.")
         self.codes_per_position = depth
@@ -515,9 +568,10 @@ class ResidualQuantizer(UniCodeQuantizer):
     def quantize(self, z):
         _check_features(z, self.codebook.dim)
         residual, total = z, torch.zeros_like(z)
-        codes, commitment = [], 0.0
+        codes, commitment, entropy = [], 0.0, 0.0
         for level in range(self.codes_per_position):
             scale = self.level_scales[level] if self.uses_level_scales else None
+            entropy = entropy + self._level_entropy(residual, scale)
             zq, level_codes = self._quantize_level(residual.detach(), scale=scale)
             if scale is not None and self.training:
                 rows = zq.detach() / scale
@@ -531,7 +585,9 @@ class ResidualQuantizer(UniCodeQuantizer):
             commitment = commitment + F.mse_loss(z, total.detach())
         if self.uses_level_scales and self.training:
             self.level_scales_fitted.fill_(True)
-        losses = QuantizerLosses(commitment=commitment / self.codes_per_position)
+        losses = QuantizerLosses(
+            commitment=commitment / self.codes_per_position, code_entropy=entropy / self.codes_per_position
+        )
         return _straight_through(z, total), torch.stack(codes, dim=-1), losses
 
     @torch.no_grad()
@@ -680,19 +736,30 @@ def aggregate_code_embeddings(embeddings: torch.Tensor, rule: str) -> torch.Tens
 
 
 def build_quantizer(
-    kind: str, codebook: UnifiedCodebook, depth: int = 4, level_scales: bool = False
+    kind: str,
+    codebook: UnifiedCodebook,
+    depth: int = 4,
+    level_scales: bool = False,
+    entropy_temperature: float | None = None,
 ) -> UniCodeQuantizer:
     if kind not in QUANTIZER_CLASSES:
         raise ValueError(f"Unknown quantizer {kind!r}; choose one of {sorted(QUANTIZER_CLASSES)}.")
     if level_scales and kind != "rq":
         raise ValueError(f"level_scales is an RQ option (its levels have different scales); got {kind!r}.")
+    if entropy_temperature is not None and kind not in ("vq", "rq"):
+        raise ValueError(f"The code entropy loss is a VQ and RQ option; got {kind!r}.")
     if kind == "rq":
-        return ResidualQuantizer(codebook, depth=depth, level_scales=level_scales)
-    return QUANTIZER_CLASSES[kind](codebook)
+        return ResidualQuantizer(
+            codebook, depth=depth, level_scales=level_scales, entropy_temperature=entropy_temperature
+        )
+    quantizer = QUANTIZER_CLASSES[kind](codebook)
+    quantizer.entropy_temperature = entropy_temperature
+    return quantizer
 
 
 __all__ = [
     "aggregate_code_embeddings",
+    "code_entropy_loss",
     "nearest_code_search",
     "UnifiedCodebook",
     "UniCodeQuantizer",

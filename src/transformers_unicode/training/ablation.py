@@ -72,6 +72,18 @@ TABLES = {
                 "LLM-row restarts, annealed, C = C_L from 80 %",
                 {"sync_schedule": "linear", "sync_freeze_fraction": 0.8, "dead_code_restart": "llm"},
             ),
+            # Issue 15, on the encoder's side: a frozen codebook used 9-13 % of its ids, so a loss spreads the
+            # encoder's outputs over the rows (the code-usage entropy loss) while C stays C_L.
+            Row(
+                "code entropy 0.1, frozen (C = C_L)", {"codebook_mode": "frozen", "code_entropy_weight": 0.1}
+            ),
+            Row(
+                "code entropy 1.0, frozen (C = C_L)", {"codebook_mode": "frozen", "code_entropy_weight": 1.0}
+            ),
+            Row(
+                "code entropy 0.1, level scales, frozen (C = C_L)",
+                {"codebook_mode": "frozen", "level_scales": True, "code_entropy_weight": 0.1},
+            ),
         ),
     ),
     "rq_depth": Table(

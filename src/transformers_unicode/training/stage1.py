@@ -93,6 +93,16 @@ class TokenizerTrainingArguments:
         },
     )
     commitment_weight: float = field(default=0.25, metadata={"help": "Weight of the commitment loss."})
+    code_entropy_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "VQ/RQ: weight of the code-usage entropy loss, which spreads the encoder's outputs over the "
+            "codes (for a codebook held at C = C_L); 0 = off."
+        },
+    )
+    code_entropy_temperature: float = field(
+        default=1.0, metadata={"help": "Temperature of that loss's soft assignment (squared-distance units)."}
+    )
     adversarial_weight: float = field(default=0.0, metadata={"help": "Patch-GAN loss weight; 0 = off."})
     train_limit: int | None = field(default=None, metadata={"help": "Use at most this many training images."})
     eval_limit: int | None = field(
@@ -120,6 +130,8 @@ class TokenizerTrainingArguments:
             dead_code_restart=self.dead_code_restart,
             rq_level_scales=self.level_scales,
             commitment_weight=self.commitment_weight,
+            code_entropy_weight=self.code_entropy_weight,
+            code_entropy_temperature=self.code_entropy_temperature,
             adversarial_weight=self.adversarial_weight,
         )
 
