@@ -5,6 +5,8 @@ A measurement script, not a test: it prints a table and never fails on the figur
     . .venv/bin/activate
     python benchmarks/depth_head_quality.py --tokenizer runs/tokenizer --minutes 10   # SmolLM2, ~25 minutes
     python benchmarks/depth_head_quality.py --tiny --minutes 0.2                      # checks the script
+    python benchmarks/depth_head_quality.py --heads depth --tuning full --lr 1e-4 --depth-head-lr 1e-3 --steps 120
+                                                    # the depth head's own learning rate (issue 14)
 
 What it measures. For each head, the same Stage I tokenizer (`--tokenizer`, a `train-tokenizer` folder) is
 assembled with SmolLM2 (`from_llm(..., image_head=...)`), and Stage II runs through `run_sft` on OpenMoji
@@ -79,10 +81,11 @@ def train(model, processor, args, output_dir: str) -> dict:
         train_limit=args.train_limit,
         eval_limit=0,
         merge_lora=True,
+        depth_head_learning_rate=args.depth_head_lr,
     )
     config = SFTConfig(
         output_dir=output_dir,
-        max_steps=10**6,  # the budget stops it
+        max_steps=args.steps or 10**6,  # or the budget stops it
         per_device_train_batch_size=args.batch_size,
         learning_rate=args.lr,
         use_cpu=True,
@@ -95,9 +98,16 @@ def train(model, processor, args, output_dir: str) -> dict:
         seed=0,
         data_seed=0,
     )
-    lora = ModelConfig(use_peft=True, lora_r=64, lora_alpha=128, lora_target_modules=["all-linear"])
-    results = run_sft(script, config, lora, model=model, processor=processor, callbacks=[budget])
-    return {"steps": budget.stopped_at, "seconds": results["train"]["seconds"], "output_dir": output_dir}
+    tuning = ModelConfig(
+        use_peft=args.tuning == "lora", lora_r=64, lora_alpha=128, lora_target_modules=["all-linear"]
+    )
+    out = {}
+    results = run_sft(
+        script, config, tuning, model=model, processor=processor, callbacks=[budget], trainer_out=out
+    )
+    steps = out["trainer"].state.global_step
+    history = [(r["step"], r["loss"]) for r in out["trainer"].state.log_history if "loss" in r]
+    return {"steps": steps, "seconds": results["train"]["seconds"], "loss_history": history}
 
 
 @torch.no_grad()
@@ -185,6 +195,14 @@ def main():
     parser.add_argument("--minutes", type=float, default=10.0, help="Stage II budget per head")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--heads", nargs="+", choices=("flat", "depth"), default=["flat", "depth"])
+    parser.add_argument(
+        "--tuning", choices=("lora", "full"), default="lora", help="LoRA r 64, or every weight"
+    )
+    parser.add_argument(
+        "--depth-head-lr", type=float, default=None, help="the depth head's own rate (default: --lr)"
+    )
+    parser.add_argument("--steps", type=int, default=None, help="stop at this many steps (and the budget)")
     parser.add_argument("--samples", type=int, default=2000, help="samples in the Stage II mixture")
     parser.add_argument("--train-limit", type=int, default=None, help="training emoji (default: all)")
     parser.add_argument("--eval-images", type=int, default=64, help="held-out drawings scored")
@@ -201,7 +219,7 @@ def main():
         args.samples, args.train_limit, args.eval_images, args.per_group = 32, 16, 8, min(args.per_group, 1)
     rows, judge = {}, None
     with tempfile.TemporaryDirectory() as scratch:
-        for head in ("flat", "depth"):
+        for head in args.heads:
             model, processor = build(args, head)
             started = time.perf_counter()
             run = train(model, processor, args, os.path.join(scratch, head))
@@ -213,17 +231,20 @@ def main():
                 )
             rows[head] = {**run, **score, "wall": time.perf_counter() - started}
     print(f"# {cpu_model()}, {args.threads} threads; {package_versions('torch', 'transformers', 'trl')}")
+    tuning = "LoRA r 64" if args.tuning == "lora" else "full tuning"
+    head_lr = "" if args.depth_head_lr is None else f", depth head lr {args.depth_head_lr:g}"
     print(
         f"# {'tiny random Llama' if args.tiny else 'SmolLM2-135M-Instruct + ' + args.tokenizer}; Stage II budget "
-        f"{args.minutes:g} min per head on text_to_image + group_to_image, LoRA r 64, lr {args.lr:g}, batch "
-        f"{args.batch_size}; load average {os.getloadavg()[0]:.2f}"
+        f"{args.minutes:g} min per head on text_to_image + group_to_image, {tuning}, lr {args.lr:g}{head_lr}, "
+        f"batch {args.batch_size}; load average {os.getloadavg()[0]:.2f}"
     )
     drawn = args.per_group > 0
     print(
-        "| head | Stage II steps | samples seen | train s | held-out codes | NLL / code (over K codes) | over V |"
+        "| head | Stage II steps | samples seen | train s | train loss, last 10 steps | held-out codes "
+        "| NLL / code (over K codes) | over V |"
         + (" class-conditional in the requested group | groups the judge named |" if drawn else "")
     )
-    print("|---|---|---|---|---|---|---|" + ("---|---|" if drawn else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|---|" if drawn else ""))
     for head, row in rows.items():
         steps = row["steps"]
         row["samples_seen"] = None if steps is None else steps * args.batch_size
@@ -233,8 +254,11 @@ def main():
             if drawn
             else ""
         )
+        last = [loss for _, loss in row["loss_history"][-10:]]
+        row["train_loss_last_10"] = sum(last) / len(last) if last else None
+        train_loss = "-" if not last else f"{row['train_loss_last_10']:.3f}"
         print(
-            f"| {head} | {steps} | {row['samples_seen'] or '-'} | {row['seconds']:.0f} | {row['codes']} | "
+            f"| {head} | {steps} | {row['samples_seen'] or '-'} | {row['seconds']:.0f} | {train_loss} | {row['codes']} | "
             f"{row['nll_over_codes']:.3f} | {vocab} |{drawing}"
         )
     if drawn:

@@ -405,3 +405,25 @@ def test_quickstart_takes_the_image_head_as_a_flag():
     assert QuickstartArguments().image_head == "depth"  # the default the measurements chose (README)
     with pytest.raises(ValueError, match="image_head"):
         QuickstartArguments(image_head="tree")
+
+
+def test_the_depth_head_can_train_at_its_own_learning_rate(tmp_path):
+    """`depth_head_learning_rate`: the head's parameters sit in optimizer groups of that rate (and keep the ratio
+    through the schedule); every other parameter keeps the run's rate; a flat model refuses the option."""
+    _, trainer = tiny_sft(
+        tmp_path / "depth",
+        unicode=tiny_unicode(image_head="depth"),
+        script={"depth_head_learning_rate": 1e-2, "mixture": "text_to_image=1"},
+        max_steps=2,
+        learning_rate=1e-3,
+        lr_scheduler_type="constant",
+    )
+    head = {id(p) for p in trainer.model.depth_head.parameters()}
+    groups = trainer.optimizer.param_groups
+    for group in groups:
+        in_head = {id(p) in head for p in group["params"]}
+        assert len(in_head) == 1  # a group is all head or no head
+        assert group["lr"] == pytest.approx(1e-2 if in_head.pop() else 1e-3)
+    assert sum(len(g["params"]) for g in groups) == sum(1 for p in trainer.model.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="needs a model with the depth head"):
+        tiny_sft(tmp_path / "flat", script={"depth_head_learning_rate": 1e-2}, max_steps=1)

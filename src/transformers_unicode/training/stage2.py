@@ -100,8 +100,19 @@ class SFTScriptArguments:
     merge_lora: bool = field(
         default=True, metadata={"help": "Save the LoRA-merged model (adapters are kept too)."}
     )
+    depth_head_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "With the depth head: its own learning rate (it starts from random weights, the LLM does not; "
+            "default: the run's learning rate)."
+        },
+    )
 
     def __post_init__(self):
+        if self.depth_head_learning_rate is not None and self.depth_head_learning_rate <= 0:
+            raise ValueError(
+                f"--depth_head_learning_rate must be positive, got {self.depth_head_learning_rate}."
+            )
         if not 0.0 <= self.balance_groups <= 1.0:
             raise ValueError(
                 f"--balance_groups must lie in [0, 1] (0 = natural frequencies, 1 = every group equally); "
@@ -116,6 +127,43 @@ class UniCodeSFTTrainer(AtomicCheckpointMixin, SFTTrainer):
     only supervised positions; UniCode's own loss (`skip_logits`) keeps only them everywhere (1.4-1.7x faster
     steps than TRL's head on a CPU for SmolLM2, benchmarks/sft_head.py). Evaluation keeps TRL's path.
     """
+
+    def __init__(self, *args, depth_head_learning_rate: float | None = None, **kwargs):
+        self.depth_head_learning_rate = depth_head_learning_rate
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with the depth head's parameters in groups of their own learning rate.
+
+        transformers has no per-module rate, so the Trainer's groups (decay / no decay) are split here, before any
+        step: the depth head starts from random weights while the LLM is pretrained. The schedulers scale every
+        group's rate by the same factor, so the ratio holds through warm-up and decay.
+        """
+        optimizer = super().create_optimizer(model)
+        if self.depth_head_learning_rate is None:
+            return optimizer
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        head = getattr(unwrapped, "depth_head", None)
+        if head is None and hasattr(unwrapped, "get_base_model"):  # peft: the head is a module to save
+            head = getattr(unwrapped.get_base_model(), "depth_head", None)
+        if head is None:
+            raise ValueError(
+                "--depth_head_learning_rate needs a model with the depth head (image_head='depth'); this one "
+                "writes images with the LM head. Leave it unset."
+            )
+        head_ids = {id(p) for p in head.parameters()}
+        for group in list(optimizer.param_groups):
+            moved = [p for p in group["params"] if id(p) in head_ids]
+            if not moved or group.get("depth_head"):  # already split (the Trainer may call this twice)
+                continue
+            group["params"] = [p for p in group["params"] if id(p) not in head_ids]
+            settings = {key: value for key, value in group.items() if key != "params"}
+            optimizer.add_param_group(
+                {**settings, "params": moved, "lr": self.depth_head_learning_rate, "depth_head": True}
+            )
+            if not group["params"]:
+                optimizer.param_groups.remove(group)
+        return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # TRL's evaluation head scores the LM head alone; with the depth head the codes are the depth head's, so
@@ -403,6 +451,7 @@ def run_sft(
         ),
         peft_config=peft_config,
         callbacks=callbacks,
+        depth_head_learning_rate=script_args.depth_head_learning_rate,
     )
     if trainer_out is not None:
         trainer_out["trainer"] = trainer
