@@ -424,6 +424,8 @@ def test_the_depth_head_can_train_at_its_own_learning_rate(tmp_path):
         in_head = {id(p) in head for p in group["params"]}
         assert len(in_head) == 1  # a group is all head or no head
         assert group["lr"] == pytest.approx(1e-2 if in_head.pop() else 1e-3)
-    assert sum(len(g["params"]) for g in groups) == sum(1 for p in trainer.model.parameters() if p.requires_grad)
+    assert sum(len(g["params"]) for g in groups) == sum(
+        1 for p in trainer.model.parameters() if p.requires_grad
+    )
     with pytest.raises(ValueError, match="needs a model with the depth head"):
         tiny_sft(tmp_path / "flat", script={"depth_head_learning_rate": 1e-2}, max_steps=1)

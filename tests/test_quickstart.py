@@ -101,6 +101,15 @@ def test_a_cheaper_stage_two_estimate_leaves_stage_one_its_plan(tmp_path, monkey
         _quickstart(tmp_path / "bad", monkeypatch, FakeClock(), sft_seconds_per_step=0.0)
 
 
+def test_the_depth_head_rate_reaches_stage_two_only_with_the_depth_head(tmp_path, monkeypatch):
+    depth = _quickstart(tmp_path / "depth", monkeypatch, FakeClock(), sft_depth_head_learning_rate=1e-3)
+    assert depth.sft_script_arguments().depth_head_learning_rate == 1e-3
+    with pytest.raises(ValueError, match="no depth head"):
+        _quickstart(
+            tmp_path / "flat", monkeypatch, FakeClock(), image_head="flat", sft_depth_head_learning_rate=1e-3
+        )
+
+
 def test_stage_two_config_names_activation_checkpointing(tmp_path):
     """`gradient_checkpointing` is a deprecated alias (FutureWarning) of `activation_checkpointing`."""
     from transformers_unicode.training.quickstart import Quickstart, QuickstartArguments

@@ -154,6 +154,12 @@ class QuickstartArguments:
             "choices": list(SFT_LEARNING_RATES),
         },
     )
+    sft_depth_head_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "With the depth head: its own Stage II learning rate (default: --sft_learning_rate)."
+        },
+    )
     lora_r: int = field(default=64, metadata={"help": "LoRA rank (on every linear layer of the LLM)."})
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha."})
     # LoRA: 3e-4, not 1e-3: on the same Stage I tokenizer, 1e-3 raised SmolLM2's perplexity on the fixed English
@@ -182,6 +188,11 @@ class QuickstartArguments:
             raise ValueError(f"--image_head must be 'flat' or 'depth', got {self.image_head!r}.")
         if self.sft_tuning not in SFT_LEARNING_RATES:
             raise ValueError(f"--sft_tuning must be 'lora' or 'full', got {self.sft_tuning!r}.")
+        if self.sft_depth_head_learning_rate is not None and self.image_head != "depth":
+            raise ValueError(
+                "--sft_depth_head_learning_rate is the depth head's rate; with --image_head flat there is no depth "
+                "head. Leave it unset, or use --image_head depth."
+            )
         if self.sft_learning_rate is None:
             self.sft_learning_rate = SFT_LEARNING_RATES[self.sft_tuning]
         if self.sft_learning_rate <= 0:
@@ -395,6 +406,7 @@ class Quickstart:
             num_samples=a.sft_samples,
             train_limit=a.train_limit,
             balance_groups=a.balance_groups,
+            depth_head_learning_rate=a.sft_depth_head_learning_rate,
             dataset_cache_dir=os.path.join(self.out, "dataset_cache"),
             eval_limit=0,  # the evaluation stage measures the saved model
         )
