@@ -411,7 +411,7 @@ def code_entropy_loss(features: torch.Tensor, table: torch.Tensor, temperature: 
 
     The assignment is softmax(-||z - c_k||^2 / temperature) over the codebook rows. Minimising the first term
     makes each feature commit to one row; maximising the second spreads the batch over the rows (the entropy
-    penalty of MaskGIT/MAGVIT-v2's lookup-free quantizer, here on Euclidean distances). Its gradient reaches
+    penalty of MAGVIT-v2's lookup-free quantizer, here on Euclidean distances). Its gradient reaches
     the encoder only: it is how a codebook that cannot move (C = C_L) gets used widely, where the EMA and
     restarts that spread a learned codebook are off (issue 15). Written by hand because no HF library has it.
     """
@@ -752,9 +752,9 @@ def build_quantizer(
         return ResidualQuantizer(
             codebook, depth=depth, level_scales=level_scales, entropy_temperature=entropy_temperature
         )
-    quantizer = QUANTIZER_CLASSES[kind](codebook)
-    quantizer.entropy_temperature = entropy_temperature
-    return quantizer
+    if kind == "vq":
+        return VectorQuantizer(codebook, entropy_temperature=entropy_temperature)
+    return QUANTIZER_CLASSES[kind](codebook)
 
 
 __all__ = [
