@@ -69,7 +69,7 @@ def build(args, image_head: str):
     )
 
 
-def train(model, processor, args, output_dir: str) -> dict:
+def train(model, processor, args, output_dir: str, image_head: str) -> dict:
     from trl import ModelConfig, SFTConfig
 
     from transformers_unicode.training.stage2 import SFTScriptArguments, run_sft
@@ -81,7 +81,7 @@ def train(model, processor, args, output_dir: str) -> dict:
         train_limit=args.train_limit,
         eval_limit=0,
         merge_lora=True,
-        depth_head_learning_rate=args.depth_head_lr,
+        depth_head_learning_rate=args.depth_head_lr if image_head == "depth" else None,  # flat has none
     )
     config = SFTConfig(
         output_dir=output_dir,
@@ -222,7 +222,7 @@ def main():
         for head in args.heads:
             model, processor = build(args, head)
             started = time.perf_counter()
-            run = train(model, processor, args, os.path.join(scratch, head))
+            run = train(model, processor, args, os.path.join(scratch, head), head)
             score = held_out_code_nll(model, processor, head, args.eval_images, args.batch_size)
             if args.per_group:
                 judge = judge or fit_judge(processor, args)
