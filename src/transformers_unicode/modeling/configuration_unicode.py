@@ -86,8 +86,7 @@ class UniCodeVisualTokenizerConfig(PreTrainedConfig):
             loss (each feature's soft assignment confident, the batch's spread over the codes), which spreads the
             encoder's outputs over a codebook that cannot move itself (C = C_L); 0 disables it.
         code_entropy_temperature (`float`, *optional*, defaults to 1.0): the soft assignment is
-            softmax(-||z - c||^2 / temperature); SmolLM2's rows lie ~7 (nearest) to ~11 (median) apart in squared
-            distance.
+            softmax(-||z - c||^2 / temperature), in the squared-distance units of the codebook rows.
         adversarial_weight (`float`, *optional*, defaults to 0.0): patch-GAN hinge loss weight; 0 disables it.
         adversarial_start_step (`int`, *optional*, defaults to 0): training forward passes before it starts.
         discriminator_channels (`int`, *optional*, defaults to 32): width of the patch-GAN discriminator.

@@ -142,10 +142,8 @@ class UniCodeSFTTrainer(AtomicCheckpointMixin, SFTTrainer):
         optimizer = super().create_optimizer(model)
         if self.depth_head_learning_rate is None:
             return optimizer
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        head = getattr(unwrapped, "depth_head", None)
-        if head is None and hasattr(unwrapped, "get_base_model"):  # peft: the head is a module to save
-            head = getattr(unwrapped.get_base_model(), "depth_head", None)
+        # A peft model forwards the attribute to its base model (the head is then a module to save).
+        head = getattr(self.accelerator.unwrap_model(self.model), "depth_head", None)
         if head is None:
             raise ValueError(
                 "--depth_head_learning_rate needs a model with the depth head (image_head='depth'); this one "
