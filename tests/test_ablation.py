@@ -108,11 +108,16 @@ def test_bad_flags_are_usage_errors(capsys):
 
 
 def test_rows_picks_rows_by_the_beginning_of_their_names():
-    chosen = AblationArguments(only="codebook", rows="frozen,level scales")
+    chosen = AblationArguments(only="codebook", rows="frozen;level scales")
     names = [row.name for row in TABLES["codebook"].rows if chosen.selects(row.name)]
     assert names == [
         "frozen (C = C_L)",
         "level scales, frozen (C = C_L)",
         "level scales, annealed, C = C_L from 80 %",
+    ]
+    # A whole name with a comma in it picks that row alone, not every row starting with "frozen".
+    chosen = AblationArguments(only="codebook", rows="level scales, frozen (C = C_L)")
+    assert [row.name for row in TABLES["codebook"].rows if chosen.selects(row.name)] == [
+        "level scales, frozen (C = C_L)"
     ]
     assert all(AblationArguments().selects(row.name) for row in TABLES["codebook"].rows)

@@ -140,7 +140,8 @@ class AblationArguments:
     rows: str | None = field(
         default=None,
         metadata={
-            "help": "Comma-separated row names (or their beginnings) to run, within --only (default all)."
+            "help": "Semicolon-separated row names (or their beginnings) to run, within --only (default all); "
+            "not commas, which the row names contain."
         },
     )
     steps: int = field(default=1000, metadata={"help": "Stage I steps of a row in the equal-steps tables."})
@@ -183,7 +184,8 @@ class AblationArguments:
         return names
 
     def selects(self, row_name: str) -> bool:
-        prefixes = [p.strip() for p in (self.rows or "").split(",") if p.strip()]
+        # Semicolons, because row names contain commas ("level scales, frozen (C = C_L)").
+        prefixes = [p.strip() for p in (self.rows or "").split(";") if p.strip()]
         return not prefixes or any(row_name.startswith(prefix) for prefix in prefixes)
 
     def __post_init__(self):
