@@ -207,3 +207,24 @@ def test_cli_errors_are_messages_with_exit_codes(tmp_path, capsys):
     assert main(["no-such-command"]) == 2
     assert main(["train-tokenizer", "--no_such_flag", "1"]) == 1
     assert "--no_such_flag" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, side",
+    [
+        ({"image_size": 64}, 8),
+        ({"image_size": 32}, 4),  # the CLI help's `--image_size 32` example: no --latent_size needed
+        ({"image_size": 64, "quantizer": "hq"}, 4),  # HQ's code map is half its bottom map
+        ({"image_size": 16, "patch_size": 2, "block_out_channels": "8,8,8"}, 2),
+        ({"image_size": 64, "latent_size": 4, "block_out_channels": "64,128,128"}, 4),  # given: kept
+    ],
+)
+def test_the_code_map_side_follows_the_image_size_unless_given(flags, side):
+    config = TokenizerTrainingArguments(**flags).tokenizer_config()
+    assert config.latent_size == side
+    assert (
+        UniCodeVisualTokenizer(config)
+        .encode(torch.zeros(1, 3, config.image_size, config.image_size))
+        .codes.shape[1]
+        == side
+    )

@@ -42,7 +42,13 @@ class TokenizerTrainingArguments:
         metadata={"help": "'openmoji', 'digits', or a folder of images (datasets' imagefolder)."},
     )
     image_size: int = field(default=64, metadata={"help": "Side of the square training images."})
-    latent_size: int = field(default=8, metadata={"help": "Side of the code map."})
+    latent_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Side of the code map (default: the encoder's output side, image_size / patch_size / "
+            "2^(blocks - 1), halved for HQ's top map: 8 at 64 px, 4 at 32 px)."
+        },
+    )
     quantizer: str = field(default="rq", metadata={"help": "vq, rq, hq or mcq."})
     codes_per_position: int = field(default=4, metadata={"help": "D: RQ depth or MCQ sub-codebooks."})
     num_visual_codes: int = field(
@@ -112,10 +118,18 @@ class TokenizerTrainingArguments:
         default=False, metadata={"help": "Random horizontal flips of training images."}
     )
 
+    def code_map_side(self) -> int:
+        """`latent_size`, or the side the encoder gives this image size (so `--image_size 32` alone works)."""
+        if self.latent_size is not None:
+            return self.latent_size
+        blocks = len(self.block_out_channels.split(","))
+        spatial_factor = 2 if self.quantizer == "hq" else 1  # HQ's bottom map is 2x its top (code) map
+        return max(1, self.image_size // self.patch_size // 2 ** (blocks - 1) // spatial_factor)
+
     def tokenizer_config(self) -> UniCodeVisualTokenizerConfig:
         return UniCodeVisualTokenizerConfig(
             image_size=self.image_size,
-            latent_size=self.latent_size,
+            latent_size=self.code_map_side(),
             patch_size=self.patch_size,
             quantizer=self.quantizer,
             codes_per_position=self.codes_per_position,
