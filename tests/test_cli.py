@@ -210,3 +210,14 @@ def test_eval_writes_a_report_and_sheets_for_a_saved_model(folders, tmp_path, ca
     assert '"held_out_psnr"' in capsys.readouterr().out
     for sheet in ("reconstructions.png", "generations.png", "captions.png"):
         assert (out / sheet).is_file()
+    assert report["generation"]["diversity"]["samples_per_prompt"] == 2
+
+
+def test_eval_with_diversity_off_skips_that_figure_only(folders, tmp_path):
+    out = tmp_path / "eval"
+    flags = ["--reconstruction_limit", "2", "--question_limit", "1", "--caption_limit", "1", "--prompt_limit", "1",
+             "--diversity_prompts", "0", "--class_conditional_per_group", "0", "--language_tokens", "0",
+             "--sheet_size", "1", "--out", str(out)]  # fmt: skip
+    assert main(["eval", str(folders / "unicode"), *flags]) == 0
+    generation = json.loads((out / "report.json").read_text())["generation"]
+    assert "diversity" not in generation and generation["training_prompts"]["count"] == 1

@@ -36,7 +36,9 @@ class EvaluationArguments:
     )
     caption_limit: int = field(default=64, metadata={"help": "Training emoji asked to name themselves."})
     prompt_limit: int = field(default=8, metadata={"help": "Training names, and held-out names, drawn."})
-    diversity_prompts: int = field(default=4, metadata={"help": "Prompts drawn with several seeds."})
+    diversity_prompts: int = field(
+        default=4, metadata={"help": "Prompts drawn with several seeds; 0 = off (no diversity figure)."}
+    )
     diversity_seeds: int = field(
         default=3,
         metadata={
@@ -245,14 +247,16 @@ def evaluate_unicode(
     generation["training_prompts"]["white_canvas_psnr"] = load_metric("psnr").compute(
         predictions=blank, references=list(drawn_train["image"])
     )["psnr"]
-    # Diversity: the same prompts sampled again (in the same batches: rows sample independently).
-    varied = images_train[: len(repeated)] + drawn["again"]
-    prompt_ids = list(repeated) + again
-    generation["diversity"] = {
-        **load_metric("image_diversity").compute(predictions=varied, references=prompt_ids),
-        "prompts": len(repeated),
-        "samples_per_prompt": args.diversity_seeds,
-    }
+    # Diversity: the same prompts sampled again (in the same batches: rows sample independently). It needs a
+    # prompt drawn at least twice; with --diversity_prompts 0 (or one seed) there is nothing to compare.
+    if again:
+        varied = images_train[: len(repeated)] + drawn["again"]
+        prompt_ids = list(repeated) + again
+        generation["diversity"] = {
+            **load_metric("image_diversity").compute(predictions=varied, references=prompt_ids),
+            "prompts": len(repeated),
+            "samples_per_prompt": args.diversity_seeds,
+        }
     class_drawings, class_captions = [], []
     if args.class_conditional_per_group:
         class_drawings = drawn["class"]
