@@ -66,6 +66,12 @@ TABLES = {
                 "level scales, annealed, C = C_L from 80 %",
                 {"sync_schedule": "linear", "sync_freeze_fraction": 0.8, "level_scales": True},
             ),
+            # Issue 15: with C = C_L the rows cannot move to the features, so let more fixed rows share the work:
+            # twice the RQ levels (each position still one LLM input vector; a drawing writes 8 codes a position).
+            Row(
+                "8 levels, level scales, frozen (C = C_L)",
+                {"codebook_mode": "frozen", "level_scales": True, "codes_per_position": 8},
+            ),
             # Issue 15's third lever: dead codes restart from their own LLM rows, not from encoder outputs.
             Row("LLM-row restarts, iter (Eq. 3)", {"dead_code_restart": "llm"}),
             Row(
