@@ -45,6 +45,7 @@ def test_every_table_has_its_rows_figures_and_a_verdict(ablation):
         "level scales, frozen (C = C_L)",
         "level scales, annealed, C = C_L from 80 %",
         "code entropy 0.1, level scales, frozen (C = C_L)",  # the loss moves the encoder, not the codebook
+        "8 levels, level scales, frozen (C = C_L)",
     ):
         assert codebook[name]["llm_cosine"] == pytest.approx(1.0, abs=1e-5)  # scaled per level, still C_L
     # A tokenizer that ends at C = C_L is saved without its copies of C; the iter row's is saved whole.
@@ -52,6 +53,9 @@ def test_every_table_has_its_rows_figures_and_a_verdict(ablation):
     assert frozen["codebook_storage"] == "llm_rows" and iter_row["codebook_storage"] == "own"
     assert frozen["tokenizer_file_mb"] < iter_row["tokenizer_file_mb"]
     assert codebook["LLM-row restarts, annealed, C = C_L from 80 %"]["codebook_storage"] == "llm_rows"
+    eight = codebook["8 levels, level scales, frozen (C = C_L)"]
+    # 2 x 2 positions, each read as one vector and written as 8 codes.
+    assert (eight["llm_positions_read"], eight["llm_positions_written"]) == (4, 32)
     assert codebook["dual (C and C_L swapped)"]["llm_rows_changed"]  # dual writes C into the LLM's rows
     depth = [r["llm_positions_written"] for r in record["tables"]["rq_depth"]["rows"]]
     assert depth == [4, 8, 16, 5]  # 2 x 2 positions with 1, 2, 4 RQ levels; HQ: a 1 x 1 top map, 5 codes
