@@ -275,6 +275,19 @@ def main(argv=None) -> None:
         "draw, which makes the rest): batches stay random within each phase, and the phases keep their order",
     )
     parser.add_argument(
+        "--mirror_images",
+        action="store_true",
+        help="Stage II's option: a mirrored copy of every training emoji joins the group questions (twice the "
+        "distinct images a group)",
+    )
+    parser.add_argument(
+        "--neftune_noise_alpha",
+        type=float,
+        default=None,
+        help="the trainer's NEFTune option: uniform noise on the input embeddings while training (a regulariser; "
+        "transformers scales it by alpha / sqrt(the embedding call's length x width))",
+    )
+    parser.add_argument(
         "--batch_purity",
         action="store_true",
         help="only print how much of each batch one answer holds, for each sampling, and exit",
@@ -333,12 +346,15 @@ def main(argv=None) -> None:
         num_samples=max(args.points) - args.natural_tail,
         eval_limit=0,
         balance_groups=args.balance_groups,
+        mirror_images=args.mirror_images,
     )
     dataset = build_sft_dataset(script, processor, os.path.join(args.out, "dataset_cache"), {})
     if args.natural_tail:
         import datasets
 
-        tail = SFTScriptArguments(mixture=mixture, num_samples=args.natural_tail, eval_limit=0)
+        tail = SFTScriptArguments(
+            mixture=mixture, num_samples=args.natural_tail, eval_limit=0, mirror_images=args.mirror_images
+        )
         tail = build_sft_dataset(tail, processor, os.path.join(args.out, "dataset_cache_tail"), {})
         # Each phase shuffled by the trainer's seed, then read in order: a sequential sampler keeps the phases.
         dataset = datasets.concatenate_datasets(
@@ -355,6 +371,10 @@ def main(argv=None) -> None:
             name += f" balance={args.balance_groups:g}"
         if args.natural_tail:
             name += f" natural_tail={args.natural_tail}"
+        if args.mirror_images:
+            name += " mirrored"
+        if args.neftune_noise_alpha:
+            name += f" neftune={args.neftune_noise_alpha:g}"
         if args.seed:
             name += f" seed={args.seed}"
         if any(run["config"] == name and run["task"] == args.task for run in runs):
@@ -394,6 +414,7 @@ def main(argv=None) -> None:
             report_to="none",
             disable_tqdm=True,
             seed=args.seed,
+            neftune_noise_alpha=args.neftune_noise_alpha,
         )
         trainer = UniCodeSFTTrainer(
             model=model,

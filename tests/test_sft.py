@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import StopAt, tiny_sft, tiny_unicode
@@ -261,6 +262,49 @@ def test_balance_groups_evens_out_the_group_answers(tmp_path):
         SFTScriptArguments(balance_groups=-0.5)
     llava = SFTScriptArguments(dataset="chat.json", image_folder=".", balance_groups=1.0)
     with pytest.raises(ValueError, match="a LLaVA data set has none"):
+        build_sft_dataset(llava, processor, str(tmp_path), {})
+
+
+def test_mirror_images_doubles_the_distinct_images_of_the_tasks_that_do_not_name_the_emoji(tmp_path):
+    from transformers_unicode.data.openmoji import load_openmoji
+    from transformers_unicode.data.openmoji_conversations import with_mirrored_copies
+    from transformers_unicode.training.stage2 import SFTScriptArguments, build_sft_dataset
+
+    renders = load_openmoji(split="train", size=16, limit=4)
+    doubled = with_mirrored_copies(renders)
+    assert len(doubled) == 8 and list(doubled["group"]) == list(renders["group"]) * 2
+    assert doubled[5]["emoji"] == renders[1]["emoji"] + " (mirrored)"
+    assert np.array_equal(np.asarray(doubled[5]["image"]), np.asarray(renders[1]["image"])[:, ::-1])
+
+    _, processor = tiny_unicode()
+
+    def distinct_samples(mirror):
+        script = SFTScriptArguments(
+            mixture="group=1,text_to_image=1",
+            num_samples=64,
+            train_limit=4,
+            eval_limit=0,
+            mirror_images=mirror,
+        )
+        dataset = build_sft_dataset(script, processor, str(tmp_path), {})
+        return {
+            task: len(
+                {
+                    tuple(ids)
+                    for ids, t in zip(dataset["input_ids"], dataset["task"], strict=True)
+                    if t == task
+                }
+            )
+            for task in ("group", "text_to_image")
+        }
+
+    assert distinct_samples(False) == {"group": 4, "text_to_image": 4}
+    mirrored = distinct_samples(True)
+    assert mirrored["group"] > 4  # the mirrored renders read as other codes
+    # A name's drawing stays the original ("left arrow" must point left).
+    assert mirrored["text_to_image"] == 4
+    llava = SFTScriptArguments(dataset="chat.json", image_folder=".", mirror_images=True)
+    with pytest.raises(ValueError, match="--mirror_images mirrors OpenMoji"):
         build_sft_dataset(llava, processor, str(tmp_path), {})
 
 

@@ -8,11 +8,14 @@ held-out emoji stay unseen by both stages.
 from __future__ import annotations
 
 import datasets
+from PIL import ImageOps
 
 from .conversations import CONVERSATION_FEATURES
 from .openmoji import emoji_groups, load_openmoji
 
 OPENMOJI_TASKS = ("caption", "group", "subgroup", "text_to_image", "group_to_image")
+# The tasks whose text names the emoji: a mirrored render would contradict "left" and "right" in a name.
+NAMING_TASKS = ("caption", "text_to_image")
 CAPTION_QUESTION = "What emoji is this?"
 SUBGROUP_QUESTION = "Which CLDR subgroup is this emoji in?"
 TEXT_TO_IMAGE_PROMPT = "Draw the emoji: {name}."
@@ -73,13 +76,29 @@ def openmoji_conversations(
     )
 
 
+def with_mirrored_copies(images: datasets.Dataset) -> datasets.Dataset:
+    """The renders, then a left-right mirrored copy of each (`emoji` gets a " (mirrored)" suffix).
+
+    A CLDR group or subgroup does not change in a mirror, so for the tasks that ask only those (and for
+    decompression) the copies double the distinct images a group has. Balanced Stage II draws repeat a rare
+    group's few emoji several times; with the copies half the repeats are new images (issue 14).
+    """
+    mirrored = images.map(
+        lambda record: {"image": ImageOps.mirror(record["image"]), "emoji": record["emoji"] + " (mirrored)"},
+        desc="Mirroring OpenMoji renders",
+    )
+    return datasets.concatenate_datasets([images, mirrored])
+
+
 __all__ = [
     "CAPTION_QUESTION",
     "GROUP_TO_IMAGE_PROMPT",
+    "NAMING_TASKS",
     "OPENMOJI_TASKS",
     "SUBGROUP_QUESTION",
     "TEXT_TO_IMAGE_PROMPT",
     "emoji_group_names",
     "group_question",
     "openmoji_conversations",
+    "with_mirrored_copies",
 ]

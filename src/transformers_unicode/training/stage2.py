@@ -84,6 +84,14 @@ class SFTScriptArguments:
             "1 = every CLDR group equally."
         },
     )
+    mirror_images: bool = field(
+        default=False,
+        metadata={
+            "help": "OpenMoji: add a left-right mirrored copy of every training emoji to the tasks that do not "
+            "name it (group, subgroup, group_to_image, decompression): twice the distinct images a group. "
+            "Caption and text_to_image keep the originals (a mirrored 'left arrow' points right)."
+        },
+    )
     skip_invalid_records: bool = field(
         default=False, metadata={"help": "Skip malformed records (counted and logged) instead of stopping."}
     )
@@ -278,20 +286,36 @@ def build_sft_dataset(
         raise ValueError(
             "--balance_groups balances OpenMoji's CLDR groups; a LLaVA data set has none. Leave it at 0."
         )
+    if script_args.mirror_images and script_args.dataset != "openmoji":
+        raise ValueError(
+            "--mirror_images mirrors OpenMoji's renders for the tasks that do not name them; a LLaVA data set's "
+            "answers may depend on left and right. Leave it off."
+        )
     sources: dict[str, datasets.Dataset] = {}  # conversation records, or images for decompression
     images, weights = None, {}  # weights: the parts drawn in proportion to a weight per record
     if script_args.dataset == "openmoji":
         from ..data.openmoji import load_openmoji
-        from ..data.openmoji_conversations import OPENMOJI_TASKS, openmoji_conversations
+        from ..data.openmoji_conversations import (
+            NAMING_TASKS,
+            OPENMOJI_TASKS,
+            openmoji_conversations,
+            with_mirrored_copies,
+        )
 
         size = processor.visual_tokenizer.config.image_size
-        images = load_openmoji(split="train", size=size, limit=script_args.train_limit)
-        if script_args.balance_groups:  # every OpenMoji task has one record per image, in the images' order
-            per_image = label_balance_weights(images["group"], script_args.balance_groups)
-            weights = {task: per_image for task in (*OPENMOJI_TASKS, "decompression")}
+        named = load_openmoji(split="train", size=size, limit=script_args.train_limit)
+        # The tasks that do not name the emoji (and decompression, set below) read `images`: with mirroring,
+        # the originals then their mirrored copies, so the repeats of a rare group's emoji differ (issue 14).
+        images = with_mirrored_copies(named) if script_args.mirror_images else named
         for task in OPENMOJI_TASKS:
+            task_images = named if task in NAMING_TASKS else images
             if ratios.get(task, 0) > 0:
-                sources[task] = openmoji_conversations(task, images=images)
+                sources[task] = openmoji_conversations(task, images=task_images)
+            # Every OpenMoji task has one record per image, in its images' order.
+            if script_args.balance_groups:
+                weights[task] = label_balance_weights(task_images["group"], script_args.balance_groups)
+        if script_args.balance_groups:
+            weights["decompression"] = label_balance_weights(images["group"], script_args.balance_groups)
     else:
         from ..data.conversations import load_llava_conversations
 
