@@ -277,8 +277,8 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--mirror_images",
         action="store_true",
-        help="Stage II's option: a mirrored copy of every training emoji joins the group questions (twice the "
-        "distinct images a group)",
+        help="Stage II's option: a mirrored copy of every training emoji joins the tasks that do not name it "
+        "(twice the distinct images a group)",
     )
     parser.add_argument(
         "--neftune_noise_alpha",
