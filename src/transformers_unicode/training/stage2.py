@@ -307,15 +307,17 @@ def build_sft_dataset(
         # The tasks that do not name the emoji (and decompression, set below) read `images`: with mirroring,
         # the originals then their mirrored copies, so the repeats of a rare group's emoji differ (issue 14).
         images = with_mirrored_copies(named) if script_args.mirror_images else named
+        if script_args.balance_groups:  # every OpenMoji task has one record per image, in its images' order
+            per_named, per_image = (
+                label_balance_weights(x["group"], script_args.balance_groups) for x in (named, images)
+            )
+            weights = {
+                task: per_named if task in NAMING_TASKS else per_image
+                for task in (*OPENMOJI_TASKS, "decompression")
+            }
         for task in OPENMOJI_TASKS:
-            task_images = named if task in NAMING_TASKS else images
             if ratios.get(task, 0) > 0:
-                sources[task] = openmoji_conversations(task, images=task_images)
-            # Every OpenMoji task has one record per image, in its images' order.
-            if script_args.balance_groups:
-                weights[task] = label_balance_weights(task_images["group"], script_args.balance_groups)
-        if script_args.balance_groups:
-            weights["decompression"] = label_balance_weights(images["group"], script_args.balance_groups)
+                sources[task] = openmoji_conversations(task, images=named if task in NAMING_TASKS else images)
     else:
         from ..data.conversations import load_llava_conversations
 
